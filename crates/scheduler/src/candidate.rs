@@ -1,0 +1,137 @@
+//! The plain numbers the scorers see for one endpoint, read once per decision.
+
+use std::time::Instant;
+
+use switchyard_datastore::{Endpoint, EndpointMetrics};
+
+/// One schedulable endpoint as plain values: scorers never touch shared state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    /// Index into the snapshot's endpoint list.
+    pub index: usize,
+    /// Queued requests plus requests the picker sent since the last scrape (in-flight correction).
+    pub queue: f64,
+    /// KV-cache usage in [0, 1].
+    pub kv_usage: f64,
+    /// LoRA affinity for the requested model in [0, 1].
+    pub lora_affinity: f64,
+    /// Metrics are recent and the endpoint healthy.
+    pub fresh: bool,
+}
+
+/// LoRA affinity (reference values): 1.0 adapter running, 0.8 room to load one more adapter,
+/// 0.6 adapter already waiting, 0 otherwise. Without LoRA info nothing is active: room to load.
+pub fn lora_affinity(metrics: Option<&EndpointMetrics>, model: &str) -> f64 {
+    let Some(lora) = metrics.and_then(|m| m.lora.as_ref()) else {
+        return 0.8;
+    };
+    if lora.is_running(model) {
+        1.0
+    } else if lora.active_count() < lora.max_lora as usize {
+        0.8
+    } else if lora.is_waiting(model) {
+        0.6
+    } else {
+        0.0
+    }
+}
+
+impl Candidate {
+    /// Reads one endpoint. Stale or missing metrics count as an empty pod; only the in-flight
+    /// counter is trusted then.
+    pub fn read(
+        index: usize,
+        endpoint: &Endpoint,
+        model: &str,
+        now: Instant,
+        staleness: std::time::Duration,
+    ) -> Self {
+        let dispatched = f64::from(endpoint.dispatched_since_scrape());
+        let metrics = endpoint.metrics();
+        let fresh_metrics = metrics
+            .as_deref()
+            .filter(|m| now.saturating_duration_since(m.scraped_at) <= staleness);
+        let fresh = endpoint.is_healthy() && fresh_metrics.is_some();
+        match fresh_metrics.filter(|_| fresh) {
+            Some(m) => Self {
+                index,
+                queue: f64::from(m.waiting) + dispatched,
+                kv_usage: m.kv_usage.clamp(0.0, 1.0),
+                lora_affinity: lora_affinity(Some(m), model),
+                fresh: true,
+            },
+            None => Self {
+                index,
+                queue: dispatched,
+                kv_usage: 0.0,
+                lora_affinity: lora_affinity(None, model),
+                fresh: false,
+            },
+        }
+    }
+
+    /// Saturation of this pod: >= 1 means it should not take sheddable work. Stale pods count as
+    /// saturated, as in the reference.
+    pub fn saturation(&self, queue_threshold: f64, kv_threshold: f64) -> f64 {
+        if !self.fresh {
+            return 1.0;
+        }
+        (self.queue / queue_threshold).max(self.kv_usage / kv_threshold)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_datastore::LoraState;
+
+    fn with_lora(max: u32, running: &[&str], waiting: &[&str]) -> EndpointMetrics {
+        EndpointMetrics {
+            waiting: 0,
+            running: 0,
+            kv_usage: 0.0,
+            lora: Some(LoraState {
+                max_lora: max,
+                running: running.iter().map(|s| s.to_string()).collect(),
+                waiting: waiting.iter().map(|s| s.to_string()).collect(),
+            }),
+            cache: None,
+            scraped_at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn lora_affinity_table() {
+        let cases: &[(EndpointMetrics, &str, f64)] = &[
+            (with_lora(2, &["a"], &["a"]), "a", 1.0),
+            (with_lora(2, &["b"], &["b"]), "a", 0.8),
+            (with_lora(2, &["b", "c"], &["b", "c", "a"]), "a", 0.6),
+            (with_lora(2, &["b", "c"], &["b", "c"]), "a", 0.0),
+            (with_lora(1, &[], &["a"]), "a", 0.6),
+        ];
+        for (m, model, want) in cases {
+            assert_eq!(lora_affinity(Some(m), model), *want, "{m:?} {model}");
+        }
+        assert_eq!(lora_affinity(None, "a"), 0.8);
+    }
+
+    #[test]
+    fn stale_metrics_read_as_empty_but_keep_in_flight() {
+        let ep = Endpoint::new("10.0.0.1:1".parse().unwrap());
+        let t0 = Instant::now();
+        let mut m = with_lora(2, &[], &[]);
+        m.waiting = 9;
+        m.kv_usage = 0.9;
+        m.scraped_at = t0;
+        ep.publish_metrics(m, 0);
+        ep.record_dispatch();
+        let staleness = std::time::Duration::from_secs(2);
+        let fresh = Candidate::read(0, &ep, "x", t0, staleness);
+        assert!(fresh.fresh);
+        assert_eq!(fresh.queue, 10.0);
+        let stale = Candidate::read(0, &ep, "x", t0 + staleness * 2, staleness);
+        assert!(!stale.fresh);
+        assert_eq!((stale.queue, stale.kv_usage), (1.0, 0.0));
+        assert_eq!(stale.saturation(5.0, 0.8), 1.0);
+    }
+}
