@@ -10,8 +10,8 @@
 
 mod candidate;
 mod config;
-mod scorer;
 mod scheduler;
+mod scorer;
 
 pub use candidate::Candidate;
 pub use config::SchedulerConfig;

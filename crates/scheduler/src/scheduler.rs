@@ -336,7 +336,10 @@ mod tests {
             winners(&busy(), request(Criticality::Sheddable)),
             Err(ScheduleError::Saturated)
         );
-        assert_eq!(winners(&busy(), request(Criticality::Critical)), Ok(vec![1]));
+        assert_eq!(
+            winners(&busy(), request(Criticality::Critical)),
+            Ok(vec![1])
+        );
         assert_eq!(
             winners(&[pod(5, 0.5), pod(0, 0.1)], request(Criticality::Sheddable)),
             Ok(vec![1])
