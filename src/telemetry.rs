@@ -1,0 +1,233 @@
+//! Switchyard's own Prometheus metrics, under the names the community dashboards use
+//! (`inference_objective_*`, `inference_pool_*`, `inference_extension_*`).
+//!
+//! Counters are atomics found through a read-locked map (write-locked only the first time a label
+//! set appears); pool gauges are computed from the datastore when `/metrics` is read.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use switchyard_datastore::PoolSnapshot;
+
+/// Upper bounds (seconds) of the scheduler latency histogram.
+const DECISION_BUCKETS: &[f64] = &[
+    0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5,
+    0.001, 0.002, 0.005, 0.01,
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    /// Sum in nanoseconds, to stay an integer atomic.
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &[f64]) -> Self {
+        Self {
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn observe(&self, bounds: &[f64], d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = bounds.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, bounds: &[f64]) {
+        let mut cumulative = 0;
+        for (b, n) in bounds.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// A counter family keyed by label values.
+#[derive(Debug, Default)]
+struct CounterFamily {
+    series: RwLock<HashMap<Vec<String>, AtomicU64>>,
+}
+
+impl CounterFamily {
+    fn inc(&self, labels: &[&str]) {
+        if let Ok(map) = self.series.read() {
+            if let Some(c) = map.get(&labels.iter().map(|s| s.to_string()).collect::<Vec<_>>()) {
+                c.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        if let Ok(mut map) = self.series.write() {
+            map.entry(labels.iter().map(|s| s.to_string()).collect())
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn render(&self, out: &mut String, name: &str, keys: &[&str]) {
+        let Ok(map) = self.series.read() else { return };
+        let mut rows: Vec<_> = map.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        for (values, count) in rows {
+            let labels: Vec<String> = keys
+                .iter()
+                .zip(values)
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{name}{{{}}} {}",
+                labels.join(","),
+                count.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// All of Switchyard's own metrics.
+#[derive(Debug)]
+pub struct Telemetry {
+    requests: CounterFamily,
+    errors: CounterFamily,
+    decisions: Histogram,
+    fail_open: AtomicU64,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self {
+            requests: CounterFamily::default(),
+            errors: CounterFamily::default(),
+            decisions: Histogram::new(DECISION_BUCKETS),
+            fail_open: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Telemetry {
+    pub fn request(&self, model: &str, target: &str) {
+        self.requests.inc(&[model, target]);
+    }
+
+    pub fn error(&self, model: &str, target: &str, code: &str) {
+        self.errors.inc(&[model, target, code]);
+    }
+
+    pub fn decision_time(&self, started: Instant) {
+        self.decisions.observe(DECISION_BUCKETS, started.elapsed());
+    }
+
+    pub fn fail_open(&self) {
+        self.fail_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text page, pool gauges included.
+    pub fn render(&self, snapshot: &PoolSnapshot, now: Instant, staleness: Duration) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP inference_objective_request_total Requests routed, per requested and target model.\n# TYPE inference_objective_request_total counter\n");
+        self.requests.render(
+            &mut out,
+            "inference_objective_request_total",
+            &["model_name", "target_model_name"],
+        );
+        out.push_str("# HELP inference_objective_request_error_total Requests refused, per error code.\n# TYPE inference_objective_request_error_total counter\n");
+        self.errors.render(
+            &mut out,
+            "inference_objective_request_error_total",
+            &["model_name", "target_model_name", "error_code"],
+        );
+        out.push_str("# HELP inference_extension_scheduler_e2e_duration_seconds Time to parse a request and pick its endpoint.\n# TYPE inference_extension_scheduler_e2e_duration_seconds histogram\n");
+        self.decisions.render(
+            &mut out,
+            "inference_extension_scheduler_e2e_duration_seconds",
+            DECISION_BUCKETS,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP switchyard_fail_open_total Decisions made with no fresh endpoint metrics.\n# TYPE switchyard_fail_open_total counter\nswitchyard_fail_open_total {}",
+            self.fail_open.load(Ordering::Relaxed)
+        );
+
+        let pool = escape(&snapshot.pool_name);
+        let mut ready = 0usize;
+        let (mut kv_sum, mut queue_sum) = (0.0, 0.0);
+        let mut per_pod = String::new();
+        for e in &snapshot.endpoints {
+            let Some(m) = e.metrics() else { continue };
+            if !e.is_healthy() || now.saturating_duration_since(m.scraped_at) > staleness {
+                continue;
+            }
+            ready += 1;
+            kv_sum += m.kv_usage;
+            queue_sum += f64::from(m.waiting);
+            let _ = writeln!(
+                per_pod,
+                "inference_pool_per_pod_queue_size{{name=\"{pool}\",model_server_pod=\"{}\"}} {}",
+                e.addr_text(),
+                m.waiting
+            );
+        }
+        let mean = |sum: f64| if ready == 0 { 0.0 } else { sum / ready as f64 };
+        let _ = writeln!(
+            out,
+            "# HELP inference_pool_ready_pods Endpoints with fresh metrics.\n# TYPE inference_pool_ready_pods gauge\ninference_pool_ready_pods{{name=\"{pool}\"}} {ready}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP inference_pool_average_kv_cache_utilization Mean KV-cache usage of ready endpoints.\n# TYPE inference_pool_average_kv_cache_utilization gauge\ninference_pool_average_kv_cache_utilization{{name=\"{pool}\"}} {}",
+            mean(kv_sum)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP inference_pool_average_queue_size Mean queue of ready endpoints.\n# TYPE inference_pool_average_queue_size gauge\ninference_pool_average_queue_size{{name=\"{pool}\"}} {}",
+            mean(queue_sum)
+        );
+        out.push_str("# HELP inference_pool_per_pod_queue_size Queue per endpoint.\n# TYPE inference_pool_per_pod_queue_size gauge\n");
+        out.push_str(&per_pod);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_pool_gauges() {
+        let t = Telemetry::default();
+        t.request("tweet-summary", "tweet-summary-1");
+        t.request("tweet-summary", "tweet-summary-1");
+        t.error("m", "m", "BadRequest");
+        t.decision_time(Instant::now());
+        let snap = PoolSnapshot {
+            pool_name: "p".into(),
+            ..Default::default()
+        };
+        let page = t.render(&snap, Instant::now(), Duration::from_secs(2));
+        assert!(page.contains("inference_objective_request_total{model_name=\"tweet-summary\",target_model_name=\"tweet-summary-1\"} 2"));
+        assert!(page.contains("error_code=\"BadRequest\"} 1"));
+        assert!(page.contains("inference_extension_scheduler_e2e_duration_seconds_count 1"));
+        assert!(page.contains("inference_pool_ready_pods{name=\"p\"} 0"));
+    }
+}
