@@ -36,9 +36,17 @@ pub fn lora_affinity(metrics: Option<&EndpointMetrics>, model: &str) -> f64 {
     }
 }
 
+/// KV share assumed for one request on a pod that reports nothing running.
+const DEFAULT_REQUEST_KV: f64 = 0.01;
+
 impl Candidate {
     /// Reads one endpoint. Stale or missing metrics count as an empty pod; only the in-flight
     /// counter is trusted then.
+    ///
+    /// In-flight correction: requests sent since the last scrape are added the way the engine
+    /// will take them. A pod with a queue already (waiting > 0) has no batch room, so they join
+    /// the queue; otherwise they join the running batch and each adds the pod's mean KV share per
+    /// running request. KV beyond 100% spills into the queue.
     pub fn read(
         index: usize,
         endpoint: &Endpoint,
@@ -51,15 +59,33 @@ impl Candidate {
         let fresh_metrics = metrics
             .as_deref()
             .filter(|m| now.saturating_duration_since(m.scraped_at) <= staleness);
-        let fresh = endpoint.is_healthy() && fresh_metrics.is_some();
-        match fresh_metrics.filter(|_| fresh) {
-            Some(m) => Self {
-                index,
-                queue: f64::from(m.waiting) + dispatched,
-                kv_usage: m.kv_usage.clamp(0.0, 1.0),
-                lora_affinity: lora_affinity(Some(m), model),
-                fresh: true,
-            },
+        match fresh_metrics.filter(|_| endpoint.is_healthy()) {
+            Some(m) => {
+                let kv = m.kv_usage.clamp(0.0, 1.0);
+                let (queue, kv_usage) = if m.waiting > 0 {
+                    (f64::from(m.waiting) + dispatched, kv)
+                } else {
+                    let per_request = if m.running > 0 {
+                        (kv / f64::from(m.running)).max(DEFAULT_REQUEST_KV / 4.0)
+                    } else {
+                        DEFAULT_REQUEST_KV
+                    };
+                    let estimated = kv + dispatched * per_request;
+                    if estimated > 1.0 {
+                        // The epsilon keeps float noise from adding a phantom request.
+                        (((estimated - 1.0) / per_request - 1e-9).ceil(), 1.0)
+                    } else {
+                        (0.0, estimated)
+                    }
+                };
+                Self {
+                    index,
+                    queue,
+                    kv_usage,
+                    lora_affinity: lora_affinity(Some(m), model),
+                    fresh: true,
+                }
+            }
             None => Self {
                 index,
                 queue: dispatched,
@@ -101,6 +127,33 @@ mod tests {
     }
 
     #[test]
+    fn in_flight_requests_join_the_batch_when_there_is_room() {
+        let ep = Endpoint::new("10.0.0.1:1".parse().unwrap());
+        let t0 = Instant::now();
+        let mut m = with_lora(2, &[], &[]);
+        m.running = 10;
+        m.kv_usage = 0.5;
+        m.scraped_at = t0;
+        ep.publish_metrics(m, 0);
+        let staleness = std::time::Duration::from_secs(2);
+        for _ in 0..5 {
+            ep.record_dispatch();
+        }
+        let c = Candidate::read(0, &ep, "x", t0, staleness);
+        assert_eq!(c.queue, 0.0);
+        assert!((c.kv_usage - 0.75).abs() < 1e-9);
+        for _ in 0..7 {
+            ep.record_dispatch();
+        }
+        let c = Candidate::read(0, &ep, "x", t0, staleness);
+        assert_eq!(
+            (c.queue, c.kv_usage),
+            (2.0, 1.0),
+            "KV beyond 100% spills into the queue"
+        );
+    }
+
+    #[test]
     fn lora_affinity_table() {
         let cases: &[(EndpointMetrics, &str, f64)] = &[
             (with_lora(2, &["a"], &["a"]), "a", 1.0),
@@ -128,7 +181,7 @@ mod tests {
         let staleness = std::time::Duration::from_secs(2);
         let fresh = Candidate::read(0, &ep, "x", t0, staleness);
         assert!(fresh.fresh);
-        assert_eq!(fresh.queue, 10.0);
+        assert_eq!(fresh.queue, 10.0, "a pod with a queue queues new work");
         let stale = Candidate::read(0, &ep, "x", t0 + staleness * 2, staleness);
         assert!(!stale.fresh);
         assert_eq!((stale.queue, stale.kv_usage), (1.0, 0.0));

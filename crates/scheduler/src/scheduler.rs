@@ -176,6 +176,7 @@ mod tests {
 
     struct Pod {
         waiting: u32,
+        running: u32,
         kv: f64,
         running_adapters: &'static [&'static str],
         age_ms: u64,
@@ -185,6 +186,7 @@ mod tests {
     const fn pod(waiting: u32, kv: f64) -> Pod {
         Pod {
             waiting,
+            running: 1,
             kv,
             running_adapters: &[],
             age_ms: 0,
@@ -201,7 +203,7 @@ mod tests {
                 ep.publish_metrics(
                     EndpointMetrics {
                         waiting: p.waiting,
-                        running: 1,
+                        running: p.running,
                         kv_usage: p.kv,
                         lora: Some(LoraState {
                             max_lora: 2,
@@ -312,13 +314,28 @@ mod tests {
                 Ok(vec![0, 1]),
             ),
             (
-                "in-flight dispatches count as queue",
+                "in-flight dispatches join a queued pod's queue",
                 vec![
                     Pod {
                         dispatched: 4,
-                        ..pod(0, 0.1)
+                        ..pod(1, 0.1)
                     },
                     pod(2, 0.1),
+                ],
+                Ok(vec![1]),
+            ),
+            (
+                "in-flight dispatches add KV to a pod with room",
+                vec![
+                    Pod {
+                        dispatched: 10,
+                        running: 10,
+                        ..pod(0, 0.2)
+                    },
+                    Pod {
+                        running: 10,
+                        ..pod(0, 0.3)
+                    },
                 ],
                 Ok(vec![1]),
             ),
