@@ -128,6 +128,8 @@ impl StubServer {
             .route("/health", axum::routing::get(|| async { "" }))
             .route("/v1/models", axum::routing::get(models))
             .fallback(inference)
+            // Model servers take long prompts; axum's 2 MB default would refuse them.
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
             .with_state(Arc::clone(&inner));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
