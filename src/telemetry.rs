@@ -58,24 +58,27 @@ impl Histogram {
     }
 }
 
+/// Separates label values inside one map key (never valid in a model name).
+const KEY_SEPARATOR: char = '\u{1f}';
+
 /// A counter family keyed by label values.
 #[derive(Debug, Default)]
 struct CounterFamily {
-    series: RwLock<HashMap<Vec<String>, AtomicU64>>,
+    series: RwLock<HashMap<String, AtomicU64>>,
 }
 
 impl CounterFamily {
     fn inc(&self, labels: &[&str]) {
-        if let Ok(map) = self.series.read() {
-            if let Some(c) = map.get(&labels.iter().map(|s| s.to_string()).collect::<Vec<_>>()) {
-                c.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
-        if let Ok(mut map) = self.series.write() {
-            map.entry(labels.iter().map(|s| s.to_string()).collect())
-                .or_default()
-                .fetch_add(1, Ordering::Relaxed);
+        let key = labels.join(&KEY_SEPARATOR.to_string());
+        let found = self
+            .series
+            .read()
+            .ok()
+            .and_then(|map| map.get(&key).map(|c| c.fetch_add(1, Ordering::Relaxed)));
+        if found.is_none()
+            && let Ok(mut map) = self.series.write()
+        {
+            map.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -83,10 +86,10 @@ impl CounterFamily {
         let Ok(map) = self.series.read() else { return };
         let mut rows: Vec<_> = map.iter().collect();
         rows.sort_by(|a, b| a.0.cmp(b.0));
-        for (values, count) in rows {
+        for (key, count) in rows {
             let labels: Vec<String> = keys
                 .iter()
-                .zip(values)
+                .zip(key.split(KEY_SEPARATOR))
                 .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
                 .collect();
             let _ = writeln!(

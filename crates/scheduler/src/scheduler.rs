@@ -261,7 +261,8 @@ mod tests {
     #[test]
     fn decision_table() {
         let std = request(Criticality::Standard);
-        let cases: Vec<(&str, Vec<Pod>, Result<Vec<usize>, ScheduleError>)> = vec![
+        type Case = (&'static str, Vec<Pod>, Result<Vec<usize>, ScheduleError>);
+        let cases: Vec<Case> = vec![
             (
                 "shortest queue wins",
                 vec![pod(4, 0.2), pod(0, 0.2), pod(9, 0.2)],

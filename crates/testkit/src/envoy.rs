@@ -106,10 +106,11 @@ impl EnvoyProcess {
     async fn wait_admin(&mut self, path: &Path) -> anyhow::Result<SocketAddr> {
         for _ in 0..600 {
             self.check_alive()?;
-            if let Ok(text) = std::fs::read_to_string(path) {
-                if let Ok(addr) = text.trim().parse() {
-                    return Ok(addr);
-                }
+            if let Some(addr) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                return Ok(addr);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
