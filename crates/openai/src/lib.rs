@@ -9,6 +9,7 @@
 
 mod api;
 mod body;
+pub mod tokens;
 
 pub use api::ApiKind;
 pub use body::{ParseError, ParsedRequest, parse_request, rewrite_model};
