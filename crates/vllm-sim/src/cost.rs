@@ -12,6 +12,8 @@ pub struct Calibration {
     pub memory_efficiency: f64,
     /// Scheduler, sampling and launch overhead per step, seconds.
     pub step_overhead: f64,
+    /// CPU-side work per scheduled sequence per step (scheduling, sampling, detokenising), seconds.
+    pub per_sequence_overhead: f64,
     /// Relative slowdown of a step whose batch contains LoRA requests.
     pub lora_overhead: f64,
     /// Host-to-device bandwidth for loading an adapter held in CPU memory, bytes/s.
@@ -30,6 +32,7 @@ impl Default for Calibration {
             compute_efficiency: 0.55,
             memory_efficiency: 0.84,
             step_overhead: 0.001,
+            per_sequence_overhead: 0.000_15,
             lora_overhead: 0.10,
             pcie_bandwidth: 25e9,
             disk_bandwidth: 2e9,
@@ -44,6 +47,8 @@ impl Default for Calibration {
 pub struct StepWork {
     /// Tokens run through the model this step (prefill chunks + one per decoding sequence).
     pub tokens: u64,
+    /// Sequences scheduled this step.
+    pub sequences: u32,
     /// KV entries read by attention: the context length of every scheduled sequence.
     pub kv_tokens_read: u64,
     /// Any LoRA request in the batch.
@@ -91,7 +96,7 @@ impl CostModel {
             / (self.gpu.hbm_bandwidth * self.calibration.memory_efficiency)
     }
 
-    /// step = overhead + max(compute, memory), x (1 + LoRA overhead) when adapters run, plus
+    /// step = overhead (fixed + per sequence) + max(compute, memory), x (1 + LoRA overhead) when adapters run, plus
     /// adapter loads.
     pub fn step_time(&self, work: &StepWork) -> f64 {
         if work.tokens == 0 {
@@ -99,6 +104,7 @@ impl CostModel {
         }
         let c = &self.calibration;
         let mut t = c.step_overhead
+            + c.per_sequence_overhead * f64::from(work.sequences)
             + self
                 .compute_time(work.tokens)
                 .max(self.memory_time(work.kv_tokens_read));
@@ -137,11 +143,13 @@ mod tests {
         let m = CostModel::new(LLAMA_2_7B, A100_80GB, Calibration::default(), 16);
         let decode = StepWork {
             tokens: 1,
+            sequences: 1,
             kv_tokens_read: 100,
             ..Default::default()
         };
         let prefill = StepWork {
             tokens: 2000,
+            sequences: 1,
             kv_tokens_read: 2000,
             ..Default::default()
         };
@@ -156,6 +164,7 @@ mod tests {
         let m = CostModel::new(LLAMA_3_8B, A100_40GB, Calibration::default(), 16);
         let step = m.step_time(&StepWork {
             tokens: 1,
+            sequences: 1,
             kv_tokens_read: 1024 + 64,
             ..Default::default()
         });

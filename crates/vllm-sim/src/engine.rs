@@ -384,6 +384,7 @@ impl Engine {
         let loads = self.lora.activate(&adapters);
         let work = StepWork {
             tokens: scheduled.iter().map(|(_, n)| u64::from(*n)).sum(),
+            sequences: scheduled.len() as u32,
             kv_tokens_read: scheduled
                 .iter()
                 .map(|(id, n)| u64::from(self.requests[id].num_computed + n))

@@ -143,6 +143,7 @@ fn pod_configs(args: &Args) -> anyhow::Result<Vec<PodConfig>> {
             speed: args.speed,
             flavor: args.metrics_flavor,
             gpu_memory_utilization: args.gpu_memory_utilization,
+            num_gpu_blocks_override: args.num_gpu_blocks_override,
             enable_lora: args.enable_lora,
             lora_modules: lora_modules.clone(),
             seed: args.seed.wrapping_add(u64::from(i)),

@@ -99,6 +99,7 @@ pub fn render(
     lora: &LoraHistory,
     max_loras: u32,
     gpu_memory_utilization: f64,
+    num_gpu_blocks_override: Option<u32>,
 ) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let cfg = engine.config();
@@ -302,17 +303,61 @@ pub fn render(
         "gauge",
         "Information of the LLMEngine CacheConfig",
     );
-    let _ = writeln!(
-        out,
-        "vllm:cache_config_info{{block_size=\"{}\",cache_dtype=\"auto\",enable_prefix_caching=\"{}\",engine=\"0\",gpu_memory_utilization=\"{}\",num_gpu_blocks=\"{}\"}} 1.0",
-        cfg.block_size,
-        if cfg.enable_prefix_caching {
-            "True"
-        } else {
-            "False"
-        },
-        gpu_memory_utilization,
-        cfg.num_gpu_blocks
-    );
+    // The label set of vLLM 0.32's page, in its order; values follow the simulated config.
+    let tokens = u64::from(cfg.num_gpu_blocks) * u64::from(cfg.block_size);
+    let bool_text = |b: bool| if b { "True" } else { "False" };
+    let labels: [(&str, String); 37] = [
+        ("_block_size_resolved", "True".into()),
+        ("block_size", cfg.block_size.to_string()),
+        ("cache_dtype", "auto".into()),
+        ("cache_hit_alignment_tokens", "None".into()),
+        ("effective_attention_block_size", cfg.block_size.to_string()),
+        ("enable_mamba_shared_prefix_checkpoint", "False".into()),
+        (
+            "enable_prefix_caching",
+            bool_text(cfg.enable_prefix_caching).into(),
+        ),
+        ("engine", "0".into()),
+        ("gpu_memory_utilization", gpu_memory_utilization.to_string()),
+        ("hash_block_size", "None".into()),
+        ("is_attention_free", "False".into()),
+        ("kv_cache_dtype_skip_layers", "[]".into()),
+        ("kv_cache_layout", "None".into()),
+        (
+            "kv_cache_max_concurrency",
+            format!("{:.1}", tokens as f64 / f64::from(cfg.max_model_len)),
+        ),
+        (
+            "kv_cache_memory_bytes",
+            format!("{:.0}", tokens as f64 * cfg.cost.model.kv_bytes_per_token()),
+        ),
+        ("kv_cache_size_tokens", tokens.to_string()),
+        ("kv_offloading_backend", "native".into()),
+        ("kv_offloading_size", "None".into()),
+        ("kv_sharing_fast_prefill", "False".into()),
+        ("mamba_block_size", "None".into()),
+        ("mamba_cache_dtype", "auto".into()),
+        ("mamba_cache_mode", "none".into()),
+        ("mamba_page_size_padded", "None".into()),
+        ("mamba_ssm_cache_dtype", "auto".into()),
+        ("num_cpu_blocks", "None".into()),
+        ("num_gpu_blocks", cfg.num_gpu_blocks.to_string()),
+        (
+            "num_gpu_blocks_override",
+            num_gpu_blocks_override.map_or("None".into(), |n| n.to_string()),
+        ),
+        ("prefix_cache_retention_interval", "0".into()),
+        ("prefix_caching_hash_algo", "sha256".into()),
+        ("prefix_match_unit", "None".into()),
+        ("replayssm_buffer_len", "16".into()),
+        ("skip_page_size_padded", "None".into()),
+        ("sliding_window", "None".into()),
+        ("swa_bounded_replay", "True".into()),
+        ("use_kda_recoverssm", "False".into()),
+        ("use_replayssm", "False".into()),
+        ("user_specified_block_size", "False".into()),
+    ];
+    let text: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    let _ = writeln!(out, "vllm:cache_config_info{{{}}} 1.0", text.join(","));
     out
 }

@@ -30,6 +30,8 @@ pub struct PodConfig {
     pub speed: f64,
     pub flavor: MetricsFlavor,
     pub gpu_memory_utilization: f64,
+    /// `--num-gpu-blocks-override`, reported in `cache_config_info`.
+    pub num_gpu_blocks_override: Option<u32>,
     pub enable_lora: bool,
     /// Adapters loaded at start (`--lora-modules name=path`).
     pub lora_modules: Vec<(String, String)>,
@@ -187,6 +189,27 @@ async fn drive(inner: Arc<PodInner>) {
     }
 }
 
+/// A vLLM-style error body, built into a response at the edge.
+struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn bad(message: String) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            kind: "BadRequestError",
+            message,
+        }
+    }
+
+    fn into_response(self) -> Response {
+        error(self.status, self.kind, self.message)
+    }
+}
+
 fn error(status: StatusCode, kind: &str, message: String) -> Response {
     let body = json!({"object": "error", "message": message, "type": kind, "param": Value::Null, "code": status.as_u16()});
     (status, axum::Json(body)).into_response()
@@ -266,7 +289,7 @@ async fn chat_completions(State(inner): State<Arc<PodInner>>, body: Bytes) -> Re
 async fn generate(inner: Arc<PodInner>, body: Bytes, api: Api) -> Response {
     let response = match admit(&inner, &body, api) {
         Ok(admitted) => respond(&inner, admitted, api).await,
-        Err(r) => r,
+        Err(e) => e.into_response(),
     };
     served_by(&inner, response)
 }
@@ -279,8 +302,8 @@ struct Admitted {
     include_usage: bool,
 }
 
-fn admit(inner: &PodInner, body: &[u8], api: Api) -> Result<Admitted, Response> {
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, "BadRequestError", m);
+fn admit(inner: &PodInner, body: &[u8], api: Api) -> Result<Admitted, ApiError> {
+    let bad = ApiError::bad;
     let request: Value =
         serde_json::from_slice(body).map_err(|e| bad(format!("Invalid JSON body: {e}")))?;
     let model = request
@@ -304,11 +327,11 @@ fn admit(inner: &PodInner, body: &[u8], api: Api) -> Result<Admitted, Response> 
     } else if st.adapters.iter().any(|(n, _)| *n == model) {
         Some(model.clone())
     } else {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            "NotFoundError",
-            format!("The model `{model}` does not exist."),
-        ));
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            kind: "NotFoundError",
+            message: format!("The model `{model}` does not exist."),
+        });
     };
     let prompt_tokens = switchyard_openai::tokens::estimate_tokens(text.len()).max(1) as u32;
     let max_len = cfg.engine.max_model_len;
@@ -570,6 +593,7 @@ async fn metrics(State(inner): State<Arc<PodInner>>) -> Response {
             0
         },
         cfg.gpu_memory_utilization,
+        cfg.num_gpu_blocks_override,
     );
     (
         [(
