@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: three model-server stand-ins serving the seed scenario
-# (base model + ten LoRA adapters) on 127.0.0.1:8001-8003, Switchyard (ext_proc :9002, health
+# The main job on the embedded default: three simulated vLLM pods (vllm-sim: A10, Llama-2-7B,
+# --max-loras 4 --max-cpu-loras 12, the seed scenario's ten LoRA adapters) on 127.0.0.1:8001-8003, Switchyard (ext_proc :9002, health
 # :9003, metrics :9090) and a real Envoy 1.40 gateway on :8080. Shows routing working, then leaves
 # the gateway up for curl until Ctrl-C. `--once` stops after the show (used by CI).
 set -euo pipefail
@@ -10,8 +10,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 envoy="$(scripts/install-tools.sh)"
-echo "==> building switchyard and the stand-in model servers"
-cargo build --locked --quiet -p switchyard --bin switchyard -p switchyard-testkit --bin stub-model-server
+echo "==> building switchyard and vllm-sim"
+cargo build --locked --quiet -p switchyard --bin switchyard -p vllm-sim --bin vllm-sim
 bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 run="$root/.run"
 mkdir -p "$run"
@@ -30,8 +30,14 @@ for port in 8001 8002 8003 8080 9002 9003 9090 9901; do
   fi
 done
 
-echo "==> starting 3 model-server stand-ins, Switchyard and Envoy (logs in .run/)"
-"$bin/stub-model-server" --port 8001 --pods 3 >"$run/pods.log" 2>&1 &
+adapters=()
+for a in sql-lora sql-lora-1 sql-lora-2 sql-lora-3 sql-lora-4 \
+         tweet-summary tweet-summary-1 tweet-summary-2 tweet-summary-3 tweet-summary-4; do
+  adapters+=("$a=/adapters/$a")
+done
+echo "==> starting 3 simulated vLLM pods (A10, Llama-2-7B), Switchyard and Envoy (logs in .run/)"
+"$bin/vllm-sim" --port 8001 --pods 3 --gpu A10 --model meta-llama/Llama-2-7b-hf \
+  --enable-lora --max-loras 4 --max-cpu-loras 12 --lora-modules "${adapters[@]}" >"$run/pods.log" 2>&1 &
 pids+=($!)
 "$bin/switchyard" --bind-address 127.0.0.1 >"$run/switchyard.out" 2>"$run/switchyard.log" &
 pids+=($!)
