@@ -92,6 +92,13 @@ impl Endpoint {
         self.metrics.load_full()
     }
 
+    /// Reads the latest metrics without taking a reference count (the hot path: no shared-cache-line
+    /// writes per endpoint per decision).
+    pub fn with_metrics<R>(&self, f: impl FnOnce(Option<&EndpointMetrics>) -> R) -> R {
+        let guard = self.metrics.load();
+        f(guard.as_deref())
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }

@@ -55,11 +55,21 @@ impl Candidate {
         staleness: std::time::Duration,
     ) -> Self {
         let dispatched = f64::from(endpoint.dispatched_since_scrape());
-        let metrics = endpoint.metrics();
-        let fresh_metrics = metrics
-            .as_deref()
-            .filter(|m| now.saturating_duration_since(m.scraped_at) <= staleness);
-        match fresh_metrics.filter(|_| endpoint.is_healthy()) {
+        let healthy = endpoint.is_healthy();
+        endpoint.with_metrics(|metrics| {
+            let fresh = metrics
+                .filter(|m| healthy && now.saturating_duration_since(m.scraped_at) <= staleness);
+            Self::from_metrics(index, fresh, dispatched, model)
+        })
+    }
+
+    fn from_metrics(
+        index: usize,
+        fresh: Option<&EndpointMetrics>,
+        dispatched: f64,
+        model: &str,
+    ) -> Self {
+        match fresh {
             Some(m) => {
                 let kv = m.kv_usage.clamp(0.0, 1.0);
                 let (queue, kv_usage) = if m.waiting > 0 {
