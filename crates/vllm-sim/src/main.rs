@@ -137,7 +137,8 @@ fn pod_configs(args: &Args) -> anyhow::Result<Vec<PodConfig>> {
         .unwrap_or_else(|| args.model.clone());
     Ok((0..args.pods)
         .map(|i| PodConfig {
-            name: format!("{}:{}", args.host, args.port + i),
+            name: String::new(), // the bound address
+
             served_model_name: served.clone(),
             engine: engine.clone(),
             speed: args.speed,
@@ -167,7 +168,13 @@ async fn main() -> anyhow::Result<()> {
     let mut pods = Vec::new();
     for (i, config) in configs.into_iter().enumerate() {
         let blocks = config.engine.num_gpu_blocks;
-        let addr = SocketAddr::new(args.host, args.port + i as u16);
+        // Port 0 binds any free port (read the address from this line); else consecutive ports.
+        let port = if args.port == 0 {
+            0
+        } else {
+            args.port + i as u16
+        };
+        let addr = SocketAddr::new(args.host, port);
         let pod = Pod::start(config, addr)
             .await
             .with_context(|| format!("binding {addr}"))?;

@@ -90,9 +90,13 @@ impl Drop for Pod {
 
 impl Pod {
     /// Binds `addr` (port 0 allowed) and starts serving.
-    pub async fn start(config: PodConfig, addr: SocketAddr) -> anyhow::Result<Self> {
+    /// An empty `config.name` becomes the bound address.
+    pub async fn start(mut config: PodConfig, addr: SocketAddr) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        if config.name.is_empty() {
+            config.name = addr.to_string();
+        }
         let engine = Engine::new(config.engine.clone());
         let started_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

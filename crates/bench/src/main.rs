@@ -1,0 +1,164 @@
+//! `switchyard-bench`: the fleet comparison (`compare`) of classic balancing, Switchyard and peer
+//! routers, each in front of its own fresh vllm-sim fleet, on seeded identical workloads.
+
+mod arms;
+mod client;
+mod fleet;
+mod report;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use arms::{ALL_ARMS, Arm};
+use report::ArmReport;
+use workload::{Kind, Workload};
+
+#[derive(Debug, Parser)]
+#[command(name = "switchyard-bench", about = "Fleet benchmarks for Switchyard")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run one workload at one or more rates through each arm.
+    Compare {
+        #[arg(long, default_value = "seed")]
+        workload: Kind,
+        /// Requests/s, comma-separated (default: 85% of the fleet's measured capacity).
+        #[arg(long, value_delimiter = ',')]
+        rate: Vec<f64>,
+        /// Seconds of arrivals per arm and rate.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Comma-separated arms (default: all).
+        #[arg(long, value_delimiter = ',')]
+        arms: Vec<Arm>,
+        /// Closed loop with this many requests in flight instead of Poisson arrivals.
+        #[arg(long)]
+        concurrency: Option<usize>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+/// A sibling binary in the same target directory.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found next to switchyard-bench: build it (cargo build --release -p switchyard -p vllm-sim)",
+        path.display()
+    );
+    Ok(path)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Cli { command } = Cli::parse();
+    let Cmd::Compare {
+        workload,
+        rate,
+        duration,
+        arms,
+        concurrency,
+        seed,
+        json,
+    } = command;
+    let sim = sibling("vllm-sim")?;
+    let switchyard = sibling("switchyard")?;
+    let workload = Workload::new(workload);
+    let rates = if rate.is_empty() {
+        vec![workload.default_rate()]
+    } else {
+        rate
+    };
+    let arms = if arms.is_empty() {
+        ALL_ARMS.to_vec()
+    } else {
+        arms
+    };
+    println!(
+        "workload {}: {} pods, measured capacity {:.2} req/s; arms: {}",
+        workload.name,
+        workload.pods.len(),
+        workload.capacity_rps,
+        arms.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
+    );
+    let mut results = Vec::new();
+    for &rate in &rates {
+        let plan = workload.plan(rate, Duration::from_secs(duration), seed);
+        println!(
+            "\nrate {rate:.2} req/s: {} requests over {duration} s",
+            plan.len()
+        );
+        let mut rows = Vec::new();
+        for &arm in &arms {
+            let dir = switchyard_testkit::scratch_dir(&format!("bench-{}", arm.name()))?;
+            let fleet = fleet::Fleet::start(&sim, &workload, &dir)
+                .await
+                .context("starting the fleet")?;
+            let yaml = workload.switchyard_yaml(&fleet.endpoints);
+            let outcome = match arms::start(arm, &fleet.endpoints, &switchyard, &yaml, &dir).await {
+                Err(e) => Err(format!("{e:#}")),
+                Ok(running) => {
+                    let stop = Arc::new(AtomicBool::new(false));
+                    let sampler =
+                        tokio::spawn(fleet::sample(fleet.endpoints.clone(), Arc::clone(&stop)));
+                    let (outcomes, elapsed) = match concurrency {
+                        Some(c) => client::closed_loop(&running.url, &plan, c).await,
+                        None => client::open_loop(&running.url, &plan).await,
+                    };
+                    stop.store(true, Ordering::Relaxed);
+                    let samples = sampler.await.unwrap_or_default();
+                    Ok(ArmReport::new(&outcomes, elapsed, &samples))
+                }
+            };
+            if let Err(reason) = &outcome {
+                eprintln!("{}: skipped: {reason}", arm.name());
+            } else {
+                eprintln!("{}: done", arm.name());
+            }
+            rows.push((arm.name().to_string(), outcome));
+        }
+        print!("{}", report::table(&rows));
+        results.push((rate, rows));
+    }
+    if let Some(path) = json {
+        let runs: Vec<_> = results
+            .iter()
+            .map(|(rate, rows)| {
+                let arms: serde_json::Map<String, serde_json::Value> = rows
+                    .iter()
+                    .map(|(name, r)| {
+                        let v = match r {
+                            Ok(r) => r.json(),
+                            Err(reason) => json!({"skipped": reason}),
+                        };
+                        (name.clone(), v)
+                    })
+                    .collect();
+                json!({"workload": workload.name, "rate": rate, "arms": arms})
+            })
+            .collect();
+        let doc = if runs.len() == 1 {
+            runs[0].clone()
+        } else {
+            json!(runs)
+        };
+        std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
