@@ -134,6 +134,7 @@ fn scheduler(c: &mut Criterion) {
             target_model: "tweet-summary-1",
             criticality: Criticality::Standard,
             subset: None,
+            prefix_matches: None,
         };
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter(|| black_box(scheduler.pick(&snapshot, &request, Instant::now(), &mut rng)))

@@ -135,6 +135,7 @@ struct SchedulerSpec {
     queue_weight: Option<f64>,
     kv_cache_weight: Option<f64>,
     lora_affinity_weight: Option<f64>,
+    prefix_cache_weight: Option<f64>,
     queue_depth_threshold: Option<f64>,
     kv_cache_threshold: Option<f64>,
 }
@@ -285,6 +286,11 @@ impl Config {
                 s.lora_affinity_weight,
                 defaults.lora_affinity_weight,
                 "loraAffinityWeight",
+            )?,
+            prefix_cache_weight: weight(
+                s.prefix_cache_weight,
+                defaults.prefix_cache_weight,
+                "prefixCacheWeight",
             )?,
             queue_depth_threshold: threshold(
                 s.queue_depth_threshold,

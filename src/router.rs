@@ -8,7 +8,9 @@ use std::time::Instant;
 use switchyard_datastore::{Criticality, Datastore};
 use switchyard_extproc::{Decided, Rejection, RouteRequest};
 use switchyard_openai::{ApiKind, ParseError, parse_request, rewrite_model};
-use switchyard_scheduler::{Decision, PickRequest, ScheduleError, Scheduler};
+use switchyard_scheduler::{
+    Decision, PickRequest, PrefixIndex, ScheduleError, Scheduler, block_hashes,
+};
 
 use crate::telemetry::Telemetry;
 
@@ -27,7 +29,11 @@ pub struct Router {
     scheduler: Scheduler,
     strict_models: bool,
     telemetry: Arc<Telemetry>,
+    prefixes: PrefixIndex,
 }
+
+/// Prefix-index entries kept per endpoint: the reference's default KV blocks per pod.
+const PREFIX_BLOCKS_PER_ENDPOINT: usize = 31_250;
 
 fn reject(status: u16, code: &'static str, message: impl Into<String>) -> Rejection {
     Rejection {
@@ -57,11 +63,13 @@ impl Router {
         strict_models: bool,
         telemetry: Arc<Telemetry>,
     ) -> Self {
+        let endpoints = datastore.snapshot().endpoints.len().max(1);
         Self {
             datastore,
             scheduler,
             strict_models,
             telemetry,
+            prefixes: PrefixIndex::new(endpoints * PREFIX_BLOCKS_PER_ENDPOINT),
         }
     }
 
@@ -121,10 +129,25 @@ impl Router {
         notes.model = model.clone();
         notes.target_model = (!target.is_empty()).then(|| target.clone());
 
+        // Prefix affinity: hash the prompt once, look up where its leading blocks went before.
+        let prefix_on = self.scheduler.config().prefix_cache_weight > 0.0;
+        let hashes = match (&parsed, request.body) {
+            (Some(p), Some(body)) if prefix_on => p
+                .prompt_span
+                .clone()
+                .map(|span| block_hashes(&target, &body[span]))
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let matches = (!hashes.is_empty()).then(|| {
+            let addrs: Vec<_> = snapshot.endpoints.iter().map(|e| e.addr()).collect();
+            self.prefixes.matches(&hashes, &addrs)
+        });
         let pick = PickRequest {
             target_model: &target,
             criticality,
             subset: request.subset,
+            prefix_matches: matches.as_deref(),
         };
         let decision: Decision = match self.scheduler.pick(&snapshot, &pick, now, rng) {
             Ok(d) => d,
@@ -136,6 +159,9 @@ impl Router {
             }
         };
         decision.endpoint.record_dispatch();
+        if !hashes.is_empty() {
+            self.prefixes.record(&hashes, decision.endpoint.addr());
+        }
         if decision.fail_open {
             self.telemetry.fail_open();
         }
@@ -161,6 +187,7 @@ impl Router {
             queue = decision.winner.queue,
             kv_usage = decision.winner.kv_usage,
             lora_affinity = decision.winner.lora_affinity,
+            prefix_match = decision.winner.prefix_match,
             candidates = decision.candidates,
             fail_open = decision.fail_open,
             "routed"

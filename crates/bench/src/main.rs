@@ -4,6 +4,7 @@
 mod arms;
 mod client;
 mod fleet;
+mod overhead;
 mod report;
 mod workload;
 
@@ -50,6 +51,14 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Latency and throughput cost of the picker in front of an instant backend.
+    Overhead {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 /// A sibling binary in the same target directory.
@@ -66,16 +75,36 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Cli { command } = Cli::parse();
-    let Cmd::Compare {
-        workload,
-        rate,
-        duration,
-        arms,
-        concurrency,
-        seed,
-        json,
-    } = command;
+    match Cli::parse().command {
+        Cmd::Overhead { seconds, json } => {
+            let doc = overhead::run(&sibling("switchyard")?, seconds).await?;
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        Cmd::Compare {
+            workload,
+            rate,
+            duration,
+            arms,
+            concurrency,
+            seed,
+            json,
+        } => compare(workload, rate, duration, arms, concurrency, seed, json).await,
+    }
+}
+
+async fn compare(
+    workload: Kind,
+    rate: Vec<f64>,
+    duration: u64,
+    arms: Vec<Arm>,
+    concurrency: Option<usize>,
+    seed: u64,
+    json: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let sim = sibling("vllm-sim")?;
     let switchyard = sibling("switchyard")?;
     let workload = Workload::new(workload);

@@ -52,6 +52,9 @@ pub struct ParsedRequest {
     pub model: Option<String>,
     /// Byte range of the `model` JSON value (quotes included) inside the body.
     pub model_span: Option<Range<usize>>,
+    /// Byte range of the prompt-bearing value (`prompt`, `messages` or `input`), raw JSON; what
+    /// prefix-cache affinity hashes.
+    pub prompt_span: Option<Range<usize>>,
     pub stream: bool,
     /// `stream_options.include_usage`: the response stream will carry a usage object.
     pub include_usage: bool,
@@ -162,10 +165,16 @@ pub fn parse_request(kind: ApiKind, body: &[u8]) -> Result<ParsedRequest, ParseE
             "max_completion_tokens",
         )?)
         .or(typed(fields.max_output_tokens, "max_output_tokens")?);
+    let prompt_span = fields
+        .prompt
+        .or(fields.messages)
+        .or(fields.input)
+        .map(|raw| span_of(body, raw));
     Ok(ParsedRequest {
         kind,
         model,
         model_span,
+        prompt_span,
         stream: typed(fields.stream, "stream")?.unwrap_or(false),
         include_usage: stream_options
             .and_then(|o| o.include_usage)
@@ -216,6 +225,8 @@ mod tests {
         assert_eq!(p.model.as_deref(), Some("tweet-summary"));
         assert!(p.stream && p.include_usage);
         assert_eq!(p.max_tokens, Some(7));
+        let body = r#"{"model":"tweet-summary","prompt":["a","b"],"stream":true,"stream_options":{"include_usage":true},"max_tokens":7}"#;
+        assert_eq!(&body[p.prompt_span.unwrap()], r#"["a","b"]"#);
 
         let chat = parse(
             ApiKind::ChatCompletions,

@@ -15,6 +15,8 @@ pub struct Candidate {
     pub kv_usage: f64,
     /// LoRA affinity for the requested model in [0, 1].
     pub lora_affinity: f64,
+    /// Fraction of the prompt's leading blocks this endpoint was sent before, in [0, 1].
+    pub prefix_match: f64,
     /// Metrics are recent and the endpoint healthy.
     pub fresh: bool,
 }
@@ -53,13 +55,17 @@ impl Candidate {
         model: &str,
         now: Instant,
         staleness: std::time::Duration,
+        prefix_match: f64,
     ) -> Self {
         let dispatched = f64::from(endpoint.dispatched_since_scrape());
         let healthy = endpoint.is_healthy();
         endpoint.with_metrics(|metrics| {
             let fresh = metrics
                 .filter(|m| healthy && now.saturating_duration_since(m.scraped_at) <= staleness);
-            Self::from_metrics(index, fresh, dispatched, model)
+            Self {
+                prefix_match,
+                ..Self::from_metrics(index, fresh, dispatched, model)
+            }
         })
     }
 
@@ -93,6 +99,7 @@ impl Candidate {
                     queue,
                     kv_usage,
                     lora_affinity: lora_affinity(Some(m), model),
+                    prefix_match: 0.0,
                     fresh: true,
                 }
             }
@@ -101,6 +108,7 @@ impl Candidate {
                 queue: dispatched,
                 kv_usage: 0.0,
                 lora_affinity: lora_affinity(None, model),
+                prefix_match: 0.0,
                 fresh: false,
             },
         }
@@ -149,13 +157,13 @@ mod tests {
         for _ in 0..5 {
             ep.record_dispatch();
         }
-        let c = Candidate::read(0, &ep, "x", t0, staleness);
+        let c = Candidate::read(0, &ep, "x", t0, staleness, 0.0);
         assert_eq!(c.queue, 0.0);
         assert!((c.kv_usage - 0.75).abs() < 1e-9);
         for _ in 0..7 {
             ep.record_dispatch();
         }
-        let c = Candidate::read(0, &ep, "x", t0, staleness);
+        let c = Candidate::read(0, &ep, "x", t0, staleness, 0.0);
         assert_eq!(
             (c.queue, c.kv_usage),
             (2.0, 1.0),
@@ -189,10 +197,10 @@ mod tests {
         ep.publish_metrics(m, 0);
         ep.record_dispatch();
         let staleness = std::time::Duration::from_secs(2);
-        let fresh = Candidate::read(0, &ep, "x", t0, staleness);
+        let fresh = Candidate::read(0, &ep, "x", t0, staleness, 0.0);
         assert!(fresh.fresh);
         assert_eq!(fresh.queue, 10.0, "a pod with a queue queues new work");
-        let stale = Candidate::read(0, &ep, "x", t0 + staleness * 2, staleness);
+        let stale = Candidate::read(0, &ep, "x", t0 + staleness * 2, staleness, 0.0);
         assert!(!stale.fresh);
         assert_eq!((stale.queue, stale.kv_usage), (1.0, 0.0));
         assert_eq!(stale.saturation(5.0, 0.8), 1.0);

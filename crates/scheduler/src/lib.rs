@@ -10,10 +10,12 @@
 
 mod candidate;
 mod config;
+mod prefix;
 mod scheduler;
 mod scorer;
 
 pub use candidate::Candidate;
 pub use config::SchedulerConfig;
+pub use prefix::{BLOCK_BYTES, MAX_BLOCKS, PrefixIndex, block_hashes};
 pub use scheduler::{Decision, PickRequest, ScheduleError, Scheduler};
-pub use scorer::{KvCacheScorer, LoraAffinityScorer, QueueScorer, Scorer};
+pub use scorer::{KvCacheScorer, LoraAffinityScorer, PrefixCacheScorer, QueueScorer, Scorer};

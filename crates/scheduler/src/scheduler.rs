@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use switchyard_datastore::{Criticality, Endpoint, PoolSnapshot};
 
-use crate::scorer::{KvCacheScorer, LoraAffinityScorer, QueueScorer, Scorer};
+use crate::scorer::{KvCacheScorer, LoraAffinityScorer, PrefixCacheScorer, QueueScorer, Scorer};
 use crate::{Candidate, SchedulerConfig};
 
 /// What the scheduler needs to know about one request.
@@ -17,6 +17,8 @@ pub struct PickRequest<'a> {
     pub criticality: Criticality,
     /// Gateway subset hint: only endpoints with these IPs may be picked. `Some(&[])` matches none.
     pub subset: Option<&'a [IpAddr]>,
+    /// Prefix match per snapshot endpoint (same order), from [`crate::PrefixIndex::matches`].
+    pub prefix_matches: Option<&'a [f64]>,
 }
 
 /// Why no endpoint was picked.
@@ -60,6 +62,7 @@ impl Scheduler {
             (Box::new(QueueScorer), config.queue_weight),
             (Box::new(KvCacheScorer), config.kv_cache_weight),
             (Box::new(LoraAffinityScorer), config.lora_affinity_weight),
+            (Box::new(PrefixCacheScorer), config.prefix_cache_weight),
         ];
         Self {
             config,
@@ -91,6 +94,10 @@ impl Scheduler {
                     request.target_model,
                     now,
                     self.config.metrics_staleness,
+                    request
+                        .prefix_matches
+                        .and_then(|m| m.get(i).copied())
+                        .unwrap_or(0.0),
                 )
             })
             .collect();
@@ -233,6 +240,7 @@ mod tests {
             target_model: "sql-lora",
             criticality: crit,
             subset: None,
+            prefix_matches: None,
         }
     }
 
@@ -379,12 +387,24 @@ mod tests {
     }
 
     #[test]
+    fn prefix_match_wins_when_load_is_equal_but_not_against_a_full_queue() {
+        let pods = [pod(0, 0.3), pod(0, 0.3), pod(0, 0.3)];
+        let matches = [0.0, 0.9, 0.2];
+        let mut req = request(Criticality::Standard);
+        req.prefix_matches = Some(&matches);
+        assert_eq!(winners(&pods, req), Ok(vec![1]));
+        // The matching pod is swamped: load outweighs the cached prefix.
+        let busy = [pod(0, 0.3), pod(20, 1.0), pod(0, 0.3)];
+        assert_eq!(winners(&busy, req), Ok(vec![2]));
+    }
+
+    #[test]
     fn zero_weight_scorers_are_dropped() {
         let cfg = SchedulerConfig {
             kv_cache_weight: 0.0,
             ..SchedulerConfig::default()
         };
         let s = Scheduler::new(cfg);
-        assert_eq!(s.scorers.len(), 2);
+        assert_eq!(s.scorers.len(), 3);
     }
 }

@@ -66,6 +66,22 @@ impl Scorer for LoraAffinityScorer {
     }
 }
 
+/// Prefer the endpoint holding the longest leading part of the prompt (see [`crate::PrefixIndex`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PrefixCacheScorer;
+
+impl Scorer for PrefixCacheScorer {
+    fn name(&self) -> &'static str {
+        "prefix-cache-scorer"
+    }
+
+    fn score(&self, candidates: &[Candidate], out: &mut [f64]) {
+        for (c, o) in candidates.iter().zip(out) {
+            *o = c.prefix_match;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +95,7 @@ mod tests {
                 queue,
                 kv_usage,
                 lora_affinity,
+                prefix_match: lora_affinity / 2.0,
                 fresh: true,
             })
             .collect()
@@ -96,6 +113,7 @@ mod tests {
         assert_eq!(run(&QueueScorer, &c), vec![1.0, 0.5, 0.0]);
         assert_eq!(run(&KvCacheScorer, &c), vec![0.9, 0.5, 0.0]);
         assert_eq!(run(&LoraAffinityScorer, &c), vec![1.0, 0.8, 0.0]);
+        assert_eq!(run(&PrefixCacheScorer, &c), vec![0.5, 0.4, 0.0]);
         let equal = cands(&[(3.0, 0.0, 0.0), (3.0, 0.0, 0.0)]);
         assert_eq!(run(&QueueScorer, &equal), vec![1.0, 1.0]);
     }

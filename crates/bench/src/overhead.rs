@@ -1,0 +1,347 @@
+//! The cost of the picker itself, in front of an instant backend (an Envoy `direct_response`
+//! listener that answers every request at once and serves a vLLM metrics page):
+//! (a) latency added by Envoy + Switchyard over plain Envoy at fixed open-loop rates and at a fixed
+//!     concurrency; (b) maximum requests/s of each front end; (c) Switchyard's own decisions/s,
+//!     driving ext_proc streams directly over gRPC with Switchyard pinned to one core.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use switchyard_extproc::proto::external_processor_client::ExternalProcessorClient;
+use switchyard_extproc::proto::{HttpBody, HttpHeaders, ProcessingRequest, processing_request};
+use switchyard_testkit::{EnvoyProcess, SwitchyardProcess};
+
+use crate::report::quantile_ms;
+
+const STANDARD_ENVOY: &str = include_str!("../../../deploy/local/envoy.yaml");
+const METRICS_PAGE: &str = include_str!("../../scraper/tests/fixtures/vllm-0.32-metrics-idle.txt");
+
+/// An Envoy that answers `/metrics` with a vLLM page and everything else with a small completion.
+fn backend_config() -> String {
+    let page = serde_json::to_string(METRICS_PAGE).unwrap_or_default();
+    format!(
+        r#"admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 9901}}}}
+static_resources:
+  listeners:
+    - name: gateway
+      address: {{socket_address: {{address: 127.0.0.1, port_value: 8080}}}}
+      per_connection_buffer_limit_bytes: 33554432
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: backend
+                route_config:
+                  virtual_hosts:
+                    - name: backend
+                      domains: ["*"]
+                      routes:
+                        - match: {{prefix: "/metrics"}}
+                          direct_response: {{status: 200, body: {{inline_string: {page}}}}}
+                        - match: {{prefix: "/"}}
+                          direct_response: {{status: 200, body: {{inline_string: "{{\"object\":\"text_completion\",\"choices\":[{{\"text\":\"ok\"}}]}}"}}}}
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#
+    )
+}
+
+fn plain_config(backend: &str) -> String {
+    let (host, port) = backend.rsplit_once(':').unwrap_or((backend, "80"));
+    format!(
+        r#"admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 9901}}}}
+static_resources:
+  listeners:
+    - name: gateway
+      address: {{socket_address: {{address: 127.0.0.1, port_value: 8080}}}}
+      per_connection_buffer_limit_bytes: 33554432
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: gateway
+                route_config:
+                  virtual_hosts:
+                    - name: pods
+                      domains: ["*"]
+                      routes: [{{match: {{prefix: "/"}}, route: {{cluster: pods}}}}]
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+    - name: pods
+      type: STATIC
+      connect_timeout: 5s
+      per_connection_buffer_limit_bytes: 33554432
+      circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}}]}}
+      load_assignment:
+        cluster_name: pods
+        endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {host}, port_value: {port}}}}}}}}}]}}]
+"#
+    )
+}
+
+/// A completion body of about `size` bytes.
+fn body(size: usize) -> Arc<Vec<u8>> {
+    let prompt: String = (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    Arc::new(
+        format!(r#"{{"model":"tweet-summary","prompt":"{prompt}","max_tokens":1}}"#).into_bytes(),
+    )
+}
+
+async fn one(client: &reqwest::Client, url: &str, body: &Arc<Vec<u8>>) -> Option<Duration> {
+    let start = Instant::now();
+    let r = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.as_ref().clone())
+        .send()
+        .await
+        .ok()?;
+    let ok = r.status().is_success();
+    r.bytes().await.ok()?;
+    ok.then(|| start.elapsed())
+}
+
+/// Open loop at `rate` for `duration`: latencies of the successful requests and the failures.
+async fn at_rate(
+    url: &str,
+    body: Arc<Vec<u8>>,
+    rate: f64,
+    duration: Duration,
+) -> (Vec<Duration>, usize) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .build()
+        .unwrap_or_default();
+    let start = tokio::time::Instant::now();
+    let n = (rate * duration.as_secs_f64()) as u64;
+    let mut tasks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let (client, url, body) = (client.clone(), url.to_string(), Arc::clone(&body));
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+            one(&client, &url, &body).await
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        match t.await.ok().flatten() {
+            Some(d) => lat.push(d),
+            None => failed += 1,
+        }
+    }
+    (lat, failed)
+}
+
+/// Closed loop with `concurrency` workers for `duration`: latencies and requests/s.
+async fn at_concurrency(
+    url: &str,
+    body: Arc<Vec<u8>>,
+    concurrency: usize,
+    duration: Duration,
+) -> (Vec<Duration>, f64) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .build()
+        .unwrap_or_default();
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, body) = (client.clone(), url.to_string(), Arc::clone(&body));
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while start.elapsed() < duration {
+                if let Some(d) = one(&client, &url, &body).await {
+                    lat.push(d);
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for w in workers {
+        lat.extend(w.await.unwrap_or_default());
+    }
+    let rps = lat.len() as f64 / start.elapsed().as_secs_f64();
+    (lat, rps)
+}
+
+fn summary(mut lat: Vec<Duration>, failed: usize) -> Value {
+    json!({"p50_ms": quantile_ms(&mut lat, 0.5), "p99_ms": quantile_ms(&mut lat, 0.99), "ok": lat.len(), "failed": failed})
+}
+
+/// ext_proc streams driven directly: one decision per stream (headers, then a 2 KB body).
+async fn decisions_per_second(
+    grpc: std::net::SocketAddr,
+    duration: Duration,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
+        .connect()
+        .await?;
+    let body = body(2048);
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let mut client = ExternalProcessorClient::new(channel.clone());
+        let (body, done) = (Arc::clone(&body), Arc::clone(&done));
+        workers.push(tokio::spawn(async move {
+            while start.elapsed() < duration {
+                let headers = ProcessingRequest {
+                    request: Some(processing_request::Request::RequestHeaders(HttpHeaders {
+                        headers: Some(envoy_headers()),
+                        end_of_stream: false,
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                };
+                let body_msg = ProcessingRequest {
+                    request: Some(processing_request::Request::RequestBody(HttpBody {
+                        body: body.as_ref().clone(),
+                        end_of_stream: true,
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                };
+                let outbound = tokio_stream::iter(vec![headers, body_msg]);
+                let Ok(response) = client.process(outbound).await else {
+                    continue;
+                };
+                let mut inbound = response.into_inner();
+                // Header reply + one body chunk = one decision.
+                let mut replies = 0;
+                while let Ok(Some(_)) = inbound.message().await {
+                    replies += 1;
+                    if replies == 2 {
+                        break;
+                    }
+                }
+                if replies == 2 {
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    Ok(done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+fn envoy_headers() -> envoy_types::pb::envoy::config::core::v3::HeaderMap {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let h = |k: &str, v: &str| HeaderValue {
+        key: k.into(),
+        raw_value: v.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    HeaderMap {
+        headers: vec![
+            h(":method", "POST"),
+            h(":path", "/v1/completions"),
+            h("content-type", "application/json"),
+        ],
+    }
+}
+
+/// Runs (a), (b) and (c) and returns the JSON document.
+pub async fn run(switchyard_bin: &Path, seconds: u64) -> anyhow::Result<Value> {
+    let dir = switchyard_testkit::scratch_dir("overhead")?;
+    let backend_dir = dir.join("backend");
+    let plain_dir = dir.join("plain");
+    let sy_dir = dir.join("switchyard");
+    for d in [&backend_dir, &plain_dir, &sy_dir] {
+        std::fs::create_dir_all(d)?;
+    }
+    let backend = EnvoyProcess::start(&backend_config(), 0, &backend_dir)
+        .await
+        .context("backend envoy")?;
+    let backend_addr = backend.gateway.to_string();
+    let plain = EnvoyProcess::start(&plain_config(&backend_addr), 0, &plain_dir)
+        .await
+        .context("plain envoy")?;
+    let yaml = format!(
+        "pool:\n  name: overhead\n  endpoints: [\"{backend_addr}\"]\nmodels:\n  - modelName: tweet-summary\n    targetModels: [{{name: tweet-summary-1}}]\n"
+    );
+    let mut sy = SwitchyardProcess::start(switchyard_bin, &yaml, &[], &sy_dir)?;
+    sy.wait_ready_pods(1).await?;
+    let with_picker = EnvoyProcess::start(STANDARD_ENVOY, sy.grpc.port(), &sy_dir)
+        .await
+        .context("envoy + switchyard")?;
+    let duration = Duration::from_secs(seconds);
+    let fronts = [
+        ("envoy", plain.url()),
+        ("envoy+switchyard", with_picker.url()),
+    ];
+
+    let mut latency = serde_json::Map::new();
+    for (size_name, size) in [("2KB", 2048), ("200KB", 200 * 1024)] {
+        for rate in [200.0, 1000.0] {
+            for (front, url) in &fronts {
+                let (lat, failed) =
+                    at_rate(&format!("{url}/v1/completions"), body(size), rate, duration).await;
+                let key = format!("{front} {size_name} @{rate} req/s");
+                println!("{key}: {}", summary(lat.clone(), failed));
+                latency.insert(key, summary(lat, failed));
+            }
+        }
+    }
+    for (front, url) in &fronts {
+        let (lat, rps) = at_concurrency(
+            &format!("{url}/v1/completions"),
+            body(200 * 1024),
+            150,
+            duration,
+        )
+        .await;
+        let key = format!("{front} 200KB @concurrency 150");
+        let mut v = summary(lat, 0);
+        v["requests_per_s"] = json!(rps);
+        println!("{key}: {v}");
+        latency.insert(key, v);
+    }
+
+    let mut max_rps = serde_json::Map::new();
+    for (front, url) in &fronts {
+        let (_, rps) =
+            at_concurrency(&format!("{url}/v1/completions"), body(2048), 64, duration).await;
+        println!("max req/s {front} (2 KB, 64 in flight): {rps:.0}");
+        max_rps.insert(front.to_string(), json!(rps));
+    }
+    drop(with_picker);
+    drop(sy);
+
+    // (c) Switchyard alone, pinned to one core with taskset.
+    let pinned = pinned_switchyard(switchyard_bin, &yaml, &dir.join("pinned"))?;
+    let mut pinned = pinned;
+    pinned.wait_ready_pods(1).await?;
+    let dps = decisions_per_second(pinned.grpc, duration, 32).await?;
+    println!("switchyard decisions/s on one core (2 KB bodies, 32 streams in flight): {dps:.0}");
+    Ok(
+        json!({"latency": latency, "max_requests_per_s": max_rps, "switchyard_decisions_per_s_one_core": dps}),
+    )
+}
+
+/// Switchyard under `taskset -c 0` (falls back to unpinned, reported, when taskset is missing).
+fn pinned_switchyard(bin: &Path, yaml: &str, dir: &Path) -> anyhow::Result<SwitchyardProcess> {
+    std::fs::create_dir_all(dir)?;
+    let wrapper = dir.join("pinned.sh");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec taskset -c 0 {} \"$@\"\n", bin.display()),
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+    SwitchyardProcess::start(&wrapper, yaml, &[], dir)
+}
