@@ -12,6 +12,7 @@ use switchyard_scheduler::Scheduler;
 use switchyard_scraper::{ScrapeConfig, Scraper};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
@@ -113,7 +114,11 @@ pub async fn run(
     let grpc_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(ExternalProcessorServer::new(picker))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
+        // Without TCP_NODELAY, Nagle plus delayed ACKs stall small ext_proc replies by ~40 ms.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc).with_nodelay(Some(true)),
+            stopped(stop_rx.clone()),
+        );
     let health_server = tonic::transport::Server::builder()
         .add_service(health_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(health), stopped(stop_rx.clone()));

@@ -17,7 +17,12 @@ use switchyard_testkit::{EnvoyProcess, SwitchyardProcess};
 use crate::report::quantile_ms;
 
 const STANDARD_ENVOY: &str = include_str!("../../../deploy/local/envoy.yaml");
-const METRICS_PAGE: &str = include_str!("../../scraper/tests/fixtures/vllm-0.32-metrics-idle.txt");
+/// The gauges a picker reads, idle (Envoy caps direct responses at 4 KiB; the full page is 47 KB).
+const METRICS_PAGE: &str = concat!(
+    "vllm:num_requests_running{engine=\"0\",model_name=\"m\"} 0.0\n",
+    "vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} 0.0\n",
+    "vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.0\n",
+);
 
 /// An Envoy that answers `/metrics` with a vLLM page and everything else with a small completion.
 fn backend_config() -> String {
