@@ -4,14 +4,13 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::collections::VecDeque;
 use switchyard_extproc::proto::external_processor_server::ExternalProcessor;
 use switchyard_extproc::proto::{ProcessingRequest, ProcessingResponse};
 use switchyard_extproc::{BodyMode, Step, StreamMachine};
-use tokio::sync::mpsc;
+
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::Instrument;
 
 use crate::router::Router;
 
@@ -41,71 +40,93 @@ impl ExternalProcessor for PickerService {
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(32);
-        let this = self.clone();
-        let span = tracing::debug_span!(
-            "ext_proc",
-            request_id = tracing::field::Empty,
-            model = tracing::field::Empty
-        );
-        tokio::spawn(this.run_stream(inbound, tx).instrument(span));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let state = StreamState {
+            service: self.clone(),
+            inbound: request.into_inner(),
+            // Envoy 1.40 announces its body modes in the first message; FULL_DUPLEX_STREAMED is
+            // the reference picker's mode and the assumption when nothing is announced.
+            machine: StreamMachine::new(self.max_body_bytes, BodyMode::FullDuplexStreamed),
+            rng: fastrand::Rng::new(),
+            pending: VecDeque::new(),
+            done: false,
+            span: tracing::debug_span!(
+                "ext_proc",
+                request_id = tracing::field::Empty,
+                model = tracing::field::Empty
+            ),
+        };
+        // The reply stream drives the state machine itself as tonic polls it: no task or channel
+        // per stream.
+        let replies = futures_util::stream::unfold(state, |mut st| async move {
+            loop {
+                if let Some(reply) = st.pending.pop_front() {
+                    return Some((reply, st));
+                }
+                if st.done {
+                    return None;
+                }
+                match st.inbound.message().await {
+                    Ok(Some(msg)) => st.handle(msg),
+                    Ok(None) => return None,
+                    Err(status) => {
+                        tracing::debug!(%status, "ext_proc stream ended by the gateway");
+                        return None;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 }
 
-impl PickerService {
-    async fn run_stream(
-        self,
-        mut inbound: Streaming<ProcessingRequest>,
-        tx: mpsc::Sender<Result<ProcessingResponse, Status>>,
-    ) {
-        // Envoy 1.40 announces its body modes in the first message; FULL_DUPLEX_STREAMED is the
-        // reference picker's mode and the assumption when nothing is announced.
-        let mut machine = StreamMachine::new(self.max_body_bytes, BodyMode::FullDuplexStreamed);
-        let mut rng = fastrand::Rng::new();
-        loop {
-            let msg = match inbound.message().await {
-                Ok(Some(m)) => m,
-                Ok(None) => return,
-                Err(status) => {
-                    tracing::debug!(%status, "ext_proc stream ended by the gateway");
-                    return;
+/// One ext_proc stream: the protocol state and the replies not yet sent.
+struct StreamState {
+    service: PickerService,
+    inbound: Streaming<ProcessingRequest>,
+    machine: StreamMachine,
+    rng: fastrand::Rng,
+    pending: VecDeque<Result<ProcessingResponse, Status>>,
+    /// An error was queued: close the stream after sending it.
+    done: bool,
+    span: tracing::Span,
+}
+
+impl StreamState {
+    /// Feeds one message to the machine and queues its replies (deciding when it asks).
+    fn handle(&mut self, msg: ProcessingRequest) {
+        let _entered = self.span.enter();
+        let replies = match self.machine.on_message(msg) {
+            Ok(Step::Reply(r)) => r,
+            Ok(Step::Decide) => {
+                let now = tokio::time::Instant::now().into_std();
+                let (outcome, notes) =
+                    self.service
+                        .router
+                        .route(self.machine.route_request(), now, &mut self.rng);
+                self.span.record("request_id", notes.request_id.as_str());
+                if let Some(m) = &notes.model {
+                    self.span.record("model", m.as_str());
                 }
-            };
-            let replies = match machine.on_message(msg) {
-                Ok(Step::Reply(r)) => r,
-                Ok(Step::Decide) => {
-                    let now = tokio::time::Instant::now().into_std();
-                    let (outcome, notes) =
-                        self.router.route(machine.route_request(), now, &mut rng);
-                    let span = tracing::Span::current();
-                    span.record("request_id", notes.request_id.as_str());
-                    if let Some(m) = &notes.model {
-                        span.record("model", m.as_str());
-                    }
-                    if let Err(r) = &outcome {
-                        tracing::info!(status = r.status, code = r.code, message = %r.message, "request refused");
-                    }
-                    match machine.decided(outcome) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-                            return;
-                        }
-                    }
+                if let Err(r) = &outcome {
+                    tracing::info!(status = r.status, code = r.code, message = %r.message, "request refused");
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "ext_proc protocol violation; closing stream");
-                    let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
-                    return;
-                }
-            };
-            for reply in replies {
-                if tx.send(Ok(reply)).await.is_err() {
-                    return; // Envoy went away.
+                match self.machine.decided(outcome) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.pending.push_back(Err(Status::internal(e.to_string())));
+                        self.done = true;
+                        return;
+                    }
                 }
             }
-        }
+            Err(e) => {
+                tracing::warn!(error = %e, "ext_proc protocol violation; closing stream");
+                self.pending
+                    .push_back(Err(Status::invalid_argument(e.to_string())));
+                self.done = true;
+                return;
+            }
+        };
+        self.pending.extend(replies.into_iter().map(Ok));
     }
 }
