@@ -2,6 +2,7 @@
 //! routers, each in front of its own fresh vllm-sim fleet, on seeded identical workloads.
 
 mod arms;
+mod chart;
 mod client;
 mod fleet;
 mod overhead;
@@ -31,26 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run one workload at one or more rates through each arm.
-    Compare {
-        #[arg(long, default_value = "seed")]
-        workload: Kind,
-        /// Requests/s, comma-separated (default: 85% of the fleet's measured capacity).
-        #[arg(long, value_delimiter = ',')]
-        rate: Vec<f64>,
-        /// Seconds of arrivals per arm and rate.
-        #[arg(long, default_value_t = 60)]
-        duration: u64,
-        /// Comma-separated arms (default: all).
-        #[arg(long, value_delimiter = ',')]
-        arms: Vec<Arm>,
-        /// Closed loop with this many requests in flight instead of Poisson arrivals.
-        #[arg(long)]
-        concurrency: Option<usize>,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
+    Compare(CompareArgs),
     /// Latency and throughput cost of the picker in front of an instant backend.
     Overhead {
         /// Seconds per measurement.
@@ -59,6 +41,31 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct CompareArgs {
+    #[arg(long, default_value = "seed")]
+    workload: Kind,
+    /// Requests/s, comma-separated (default: 85% of the fleet's measured capacity).
+    #[arg(long, value_delimiter = ',')]
+    rate: Vec<f64>,
+    /// Seconds of arrivals per arm and rate.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Comma-separated arms (default: all).
+    #[arg(long, value_delimiter = ',')]
+    arms: Vec<Arm>,
+    /// Closed loop with this many requests in flight instead of Poisson arrivals.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// PNG chart of TTFT p90 and output tokens/s per arm across the rates.
+    #[arg(long)]
+    chart: Option<PathBuf>,
 }
 
 /// A sibling binary in the same target directory.
@@ -84,27 +91,21 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Compare {
-            workload,
-            rate,
-            duration,
-            arms,
-            concurrency,
-            seed,
-            json,
-        } => compare(workload, rate, duration, arms, concurrency, seed, json).await,
+        Cmd::Compare(args) => compare(args).await,
     }
 }
 
-async fn compare(
-    workload: Kind,
-    rate: Vec<f64>,
-    duration: u64,
-    arms: Vec<Arm>,
-    concurrency: Option<usize>,
-    seed: u64,
-    json: Option<PathBuf>,
-) -> anyhow::Result<()> {
+async fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    let CompareArgs {
+        workload,
+        rate,
+        duration,
+        arms,
+        concurrency,
+        seed,
+        json,
+        chart,
+    } = args;
     let sim = sibling("vllm-sim")?;
     let switchyard = sibling("switchyard")?;
     let workload = Workload::new(workload);
@@ -163,6 +164,23 @@ async fn compare(
         }
         print!("{}", report::table(&rows));
         results.push((rate, rows));
+    }
+    if let Some(path) = &chart {
+        let mut series: chart::Series = Vec::new();
+        for (rate, rows) in &results {
+            for (name, r) in rows {
+                if let Ok(r) = r {
+                    match series.iter_mut().find(|(n, _)| n == name) {
+                        Some((_, pts)) => pts.push((*rate, r.clone())),
+                        None => series.push((name.clone(), vec![(*rate, r.clone())])),
+                    }
+                }
+            }
+        }
+        match chart::draw(path, workload.name, &series) {
+            Ok(()) => println!("wrote {}", path.display()),
+            Err(e) => eprintln!("no chart: {e:#}"),
+        }
     }
     if let Some(path) = json {
         let runs: Vec<_> = results
