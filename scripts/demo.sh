@@ -2,16 +2,26 @@
 # The main job on the embedded default: three simulated vLLM pods (vllm-sim: A10, Llama-2-7B,
 # --max-loras 4 --max-cpu-loras 12, the seed scenario's ten LoRA adapters) on 127.0.0.1:8001-8003, Switchyard (ext_proc :9002, health
 # :9003, metrics :9090) and a real Envoy 1.40 gateway on :8080. Shows routing working, then leaves
-# the gateway up for curl until Ctrl-C. `--once` stops after the show (used by CI).
+# the gateway up for curl until Ctrl-C. It also runs a short seed comparison (envoy-least-request
+# vs Switchyard, 20 s of arrivals each, on fresh simulated fleets). `--once` stops after the show
+# (used by CI); `--no-compare` skips the comparison.
 set -euo pipefail
 once=false
-[ "${1:-}" = "--once" ] && once=true
+compare=true
+for arg in "$@"; do
+  case "$arg" in
+    --once) once=true ;;
+    --no-compare) compare=false ;;
+    *) echo "usage: scripts/demo.sh [--once] [--no-compare]" >&2; exit 2 ;;
+  esac
+done
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 envoy="$(scripts/install-tools.sh)"
-echo "==> building switchyard and vllm-sim"
-cargo build --locked --quiet -p switchyard --bin switchyard -p vllm-sim --bin vllm-sim
+echo "==> building switchyard, vllm-sim and switchyard-bench"
+cargo build --locked --quiet -p switchyard --bin switchyard -p vllm-sim --bin vllm-sim \
+  -p switchyard-bench --bin switchyard-bench
 bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 run="$root/.run"
 mkdir -p "$run"
@@ -88,6 +98,14 @@ echo "    $served of 60 answered"
 echo
 echo "==> Switchyard's own metrics (curl localhost:9090/metrics):"
 curl -s localhost:9090/metrics | grep -E '^inference_objective_request_total|^inference_pool_(ready_pods|average)' | sed 's/^/    /'
+
+if $compare; then
+  echo
+  echo "==> a short seed comparison: the same seeded requests through Envoy least-request and through"
+  echo "    Envoy + Switchyard, each in front of its own fresh 3-pod fleet (full runs: scripts/bench.sh)"
+  ENVOY_BIN="$envoy" "$bin/switchyard-bench" compare --workload seed --duration 20 \
+    --arms envoy-least-request,switchyard 2>/dev/null | sed 's/^/    /'
+fi
 
 if $once; then
   echo
