@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use switchyard_testkit::{EnvoyProcess, SwitchyardProcess};
 
+use crate::envoy_config;
+
 const STANDARD_ENVOY: &str = include_str!("../../../deploy/local/envoy.yaml");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,52 +74,6 @@ impl Drop for ChildGuard {
 /// The workspace root (for `.venv-tools`).
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// An Envoy with the pods as a static cluster under `policy`.
-fn envoy_static_config(pods: &[String], policy: &str) -> String {
-    let endpoints: Vec<String> = pods
-        .iter()
-        .map(|p| {
-            let (host, port) = p.rsplit_once(':').unwrap_or((p, "80"));
-            format!("              - endpoint: {{address: {{socket_address: {{address: {host}, port_value: {port}}}}}}}")
-        })
-        .collect();
-    format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 9901}}}}
-static_resources:
-  listeners:
-    - name: gateway
-      address: {{socket_address: {{address: 127.0.0.1, port_value: 8080}}}}
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: gateway
-                route_config:
-                  virtual_hosts:
-                    - name: pods
-                      domains: ["*"]
-                      routes: [{{match: {{prefix: "/"}}, route: {{cluster: pods, timeout: 600s}}}}]
-                http_filters:
-                  - name: envoy.filters.http.router
-                    typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-  clusters:
-    - name: pods
-      type: STATIC
-      lb_policy: {policy}
-      connect_timeout: 5s
-      circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}}]}}
-      load_assignment:
-        cluster_name: pods
-        endpoints:
-          - lb_endpoints:
-{}
-"#,
-        endpoints.join("\n")
-    )
 }
 
 /// Installs the peer routers from PyPI into `.venv-tools` (once) and returns the bin directory.
@@ -209,7 +165,8 @@ pub async fn start(
             } else {
                 "LEAST_REQUEST"
             };
-            let envoy = EnvoyProcess::start(&envoy_static_config(pods, policy), 0, dir).await?;
+            let envoy =
+                EnvoyProcess::start(&envoy_config::static_cluster(pods, policy), 0, dir).await?;
             Ok(RunningArm {
                 url: envoy.url(),
                 _envoy: Some(envoy),

@@ -4,6 +4,7 @@
 mod arms;
 mod chart;
 mod client;
+mod envoy_config;
 mod fleet;
 mod overhead;
 mod report;

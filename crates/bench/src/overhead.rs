@@ -14,6 +14,7 @@ use switchyard_extproc::proto::external_processor_client::ExternalProcessorClien
 use switchyard_extproc::proto::{HttpBody, HttpHeaders, ProcessingRequest, processing_request};
 use switchyard_testkit::{EnvoyProcess, SwitchyardProcess};
 
+use crate::envoy_config;
 use crate::report::quantile_ms;
 
 const STANDARD_ENVOY: &str = include_str!("../../../deploy/local/envoy.yaml");
@@ -53,43 +54,6 @@ static_resources:
                 http_filters:
                   - name: envoy.filters.http.router
                     typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-"#
-    )
-}
-
-fn plain_config(backend: &str) -> String {
-    let (host, port) = backend.rsplit_once(':').unwrap_or((backend, "80"));
-    format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 9901}}}}
-static_resources:
-  listeners:
-    - name: gateway
-      address: {{socket_address: {{address: 127.0.0.1, port_value: 8080}}}}
-      per_connection_buffer_limit_bytes: 33554432
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: gateway
-                route_config:
-                  virtual_hosts:
-                    - name: pods
-                      domains: ["*"]
-                      routes: [{{match: {{prefix: "/"}}, route: {{cluster: pods}}}}]
-                http_filters:
-                  - name: envoy.filters.http.router
-                    typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-  clusters:
-    - name: pods
-      type: STATIC
-      connect_timeout: 5s
-      per_connection_buffer_limit_bytes: 33554432
-      circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}}]}}
-      load_assignment:
-        cluster_name: pods
-        endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {host}, port_value: {port}}}}}}}}}]}}]
 "#
     )
 }
@@ -273,9 +237,13 @@ pub async fn run(switchyard_bin: &Path, seconds: u64) -> anyhow::Result<Value> {
         .await
         .context("backend envoy")?;
     let backend_addr = backend.gateway.to_string();
-    let plain = EnvoyProcess::start(&plain_config(&backend_addr), 0, &plain_dir)
-        .await
-        .context("plain envoy")?;
+    let plain = EnvoyProcess::start(
+        &envoy_config::static_cluster(std::slice::from_ref(&backend_addr), "ROUND_ROBIN"),
+        0,
+        &plain_dir,
+    )
+    .await
+    .context("plain envoy")?;
     let yaml = format!(
         "pool:\n  name: overhead\n  endpoints: [\"{backend_addr}\"]\nmodels:\n  - modelName: tweet-summary\n    targetModels: [{{name: tweet-summary-1}}]\n"
     );

@@ -1,0 +1,50 @@
+//! Envoy configurations the harness generates (the repo's own are in deploy/local/). Ports 8080
+//! (gateway) and 9901 (admin) are rewritten to free ports by the testkit's `EnvoyProcess`.
+
+/// An Envoy with the pods as a static cluster under `policy`.
+pub fn static_cluster(pods: &[String], policy: &str) -> String {
+    let endpoints: Vec<String> = pods
+        .iter()
+        .map(|p| {
+            let (host, port) = p.rsplit_once(':').unwrap_or((p, "80"));
+            format!("              - endpoint: {{address: {{socket_address: {{address: {host}, port_value: {port}}}}}}}")
+        })
+        .collect();
+    format!(
+        r#"admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 9901}}}}
+static_resources:
+  listeners:
+    - name: gateway
+      address: {{socket_address: {{address: 127.0.0.1, port_value: 8080}}}}
+      per_connection_buffer_limit_bytes: 33554432
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: gateway
+                route_config:
+                  virtual_hosts:
+                    - name: pods
+                      domains: ["*"]
+                      routes: [{{match: {{prefix: "/"}}, route: {{cluster: pods, timeout: 600s}}}}]
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+    - name: pods
+      type: STATIC
+      lb_policy: {policy}
+      connect_timeout: 5s
+      per_connection_buffer_limit_bytes: 33554432
+      circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}}]}}
+      load_assignment:
+        cluster_name: pods
+        endpoints:
+          - lb_endpoints:
+{}
+"#,
+        endpoints.join("\n")
+    )
+}
