@@ -149,8 +149,8 @@ impl Scheduler {
         for (scorer, weight) in &self.scorers {
             scorer.score(candidates, &mut scratch);
             for (t, s) in totals.iter_mut().zip(&scratch) {
-                // max/min rather than clamp: NaN becomes 0, and the loop stays branch-free.
-                *t += weight * s.max(0.0).min(1.0);
+                let s = if s.is_nan() { 0.0 } else { s.clamp(0.0, 1.0) };
+                *t += weight * s;
             }
         }
         let mut best = 0;
