@@ -48,3 +48,36 @@ static_resources:
         endpoints.join("\n")
     )
 }
+
+/// An Envoy that answers `/metrics` with a vLLM page and everything else with a small completion.
+pub fn direct_response_backend(metrics_page: &str) -> String {
+    let page = serde_json::to_string(metrics_page).unwrap_or_default();
+    format!(
+        r#"admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 9901}}}}
+static_resources:
+  listeners:
+    - name: gateway
+      address: {{socket_address: {{address: 127.0.0.1, port_value: 8080}}}}
+      per_connection_buffer_limit_bytes: 33554432
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: backend
+                route_config:
+                  virtual_hosts:
+                    - name: backend
+                      domains: ["*"]
+                      routes:
+                        - match: {{prefix: "/metrics"}}
+                          direct_response: {{status: 200, body: {{inline_string: {page}}}}}
+                        - match: {{prefix: "/"}}
+                          direct_response: {{status: 200, body: {{inline_string: "{{\"object\":\"text_completion\",\"choices\":[{{\"text\":\"ok\"}}]}}"}}}}
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#
+    )
+}

@@ -25,39 +25,6 @@ const METRICS_PAGE: &str = concat!(
     "vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.0\n",
 );
 
-/// An Envoy that answers `/metrics` with a vLLM page and everything else with a small completion.
-fn backend_config() -> String {
-    let page = serde_json::to_string(METRICS_PAGE).unwrap_or_default();
-    format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 9901}}}}
-static_resources:
-  listeners:
-    - name: gateway
-      address: {{socket_address: {{address: 127.0.0.1, port_value: 8080}}}}
-      per_connection_buffer_limit_bytes: 33554432
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: backend
-                route_config:
-                  virtual_hosts:
-                    - name: backend
-                      domains: ["*"]
-                      routes:
-                        - match: {{prefix: "/metrics"}}
-                          direct_response: {{status: 200, body: {{inline_string: {page}}}}}
-                        - match: {{prefix: "/"}}
-                          direct_response: {{status: 200, body: {{inline_string: "{{\"object\":\"text_completion\",\"choices\":[{{\"text\":\"ok\"}}]}}"}}}}
-                http_filters:
-                  - name: envoy.filters.http.router
-                    typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-"#
-    )
-}
-
 /// A completion body of about `size` bytes.
 fn body(size: usize) -> Arc<Vec<u8>> {
     let prompt: String = (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect();
@@ -233,9 +200,13 @@ pub async fn run(switchyard_bin: &Path, seconds: u64) -> anyhow::Result<Value> {
     for d in [&backend_dir, &plain_dir, &sy_dir] {
         std::fs::create_dir_all(d)?;
     }
-    let backend = EnvoyProcess::start(&backend_config(), 0, &backend_dir)
-        .await
-        .context("backend envoy")?;
+    let backend = EnvoyProcess::start(
+        &envoy_config::direct_response_backend(METRICS_PAGE),
+        0,
+        &backend_dir,
+    )
+    .await
+    .context("backend envoy")?;
     let backend_addr = backend.gateway.to_string();
     let plain = EnvoyProcess::start(
         &envoy_config::static_cluster(std::slice::from_ref(&backend_addr), "ROUND_ROBIN"),

@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use switchyard_openai::tokens::BYTES_PER_TOKEN;
-use vllm_sim::cost::{Calibration, CostModel};
 use vllm_sim::engine::{Engine, EngineConfig, Event, RequestSpec, prompt_block_hashes};
 use vllm_sim::profile::{A10, GpuProfile, H100, LLAMA_2_7B, LLAMA_3_8B, ModelProfile};
 
@@ -61,19 +60,16 @@ impl PodSpec {
 
     /// The same pod as an in-process engine (for measuring capacity).
     pub fn engine_config(&self) -> EngineConfig {
-        let cost = CostModel::new(self.model, self.gpu, Calibration::default(), 16);
+        let defaults = EngineConfig::vllm_defaults(self.model, self.gpu);
         EngineConfig {
             num_gpu_blocks: self
                 .num_gpu_blocks_override
-                .unwrap_or_else(|| cost.kv_blocks(0.9, 16) as u32),
-            cost,
-            max_num_seqs: 256,
+                .unwrap_or(defaults.num_gpu_blocks),
             max_num_batched_tokens: self.max_num_batched_tokens,
             max_model_len: self.max_model_len,
-            block_size: 16,
-            enable_prefix_caching: true,
             max_loras: if self.lora { 4 } else { 0 },
             max_cpu_loras: 12,
+            ..defaults
         }
     }
 }

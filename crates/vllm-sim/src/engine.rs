@@ -31,6 +31,28 @@ pub struct EngineConfig {
     pub max_cpu_loras: u32,
 }
 
+impl EngineConfig {
+    /// vLLM's defaults for `model` on `gpu`: 256 sequences, a 2,048-token budget, the model's
+    /// context, 16-token blocks filling 90% of GPU memory, prefix caching on, LoRA off.
+    pub fn vllm_defaults(
+        model: crate::profile::ModelProfile,
+        gpu: crate::profile::GpuProfile,
+    ) -> Self {
+        let cost = CostModel::new(model, gpu, crate::cost::Calibration::default(), 16);
+        Self {
+            num_gpu_blocks: cost.kv_blocks(0.9, 16) as u32,
+            cost,
+            max_num_seqs: 256,
+            max_num_batched_tokens: 2048,
+            max_model_len: model.max_model_len,
+            block_size: 16,
+            enable_prefix_caching: true,
+            max_loras: 0,
+            max_cpu_loras: 0,
+        }
+    }
+}
+
 /// A request as the engine sees it: token counts and prompt block hashes, no text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestSpec {
@@ -454,20 +476,14 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cost::Calibration;
     use crate::profile::{A100_80GB, LLAMA_2_7B};
 
     fn engine(blocks: u32, max_loras: u32) -> Engine {
         Engine::new(EngineConfig {
-            cost: CostModel::new(LLAMA_2_7B, A100_80GB, Calibration::default(), 16),
-            max_num_seqs: 256,
-            max_num_batched_tokens: 2048,
-            max_model_len: 4096,
-            block_size: 16,
             num_gpu_blocks: blocks,
-            enable_prefix_caching: true,
             max_loras,
             max_cpu_loras: 4,
+            ..EngineConfig::vllm_defaults(LLAMA_2_7B, A100_80GB)
         })
     }
 

@@ -2,22 +2,15 @@
 //! with concurrency and saturates, and a small KV cache produces queues, preemptions and full
 //! usage.
 
-use vllm_sim::cost::{Calibration, CostModel};
+use vllm_sim::cost::Calibration;
 use vllm_sim::engine::{Engine, EngineConfig, Event, RequestSpec};
 use vllm_sim::profile::{A10, A100_80GB, GpuProfile, LLAMA_2_7B};
 
 fn config(gpu: GpuProfile, blocks: Option<u32>) -> EngineConfig {
-    let cost = CostModel::new(LLAMA_2_7B, gpu, Calibration::default(), 16);
+    let defaults = EngineConfig::vllm_defaults(LLAMA_2_7B, gpu);
     EngineConfig {
-        num_gpu_blocks: blocks.unwrap_or_else(|| cost.kv_blocks(0.9, 16) as u32),
-        cost,
-        max_num_seqs: 256,
-        max_num_batched_tokens: 2048,
-        max_model_len: 4096,
-        block_size: 16,
-        enable_prefix_caching: true,
-        max_loras: 0,
-        max_cpu_loras: 0,
+        num_gpu_blocks: blocks.unwrap_or(defaults.num_gpu_blocks),
+        ..defaults
     }
 }
 

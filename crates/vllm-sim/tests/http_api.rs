@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use switchyard_scraper::{Engine as ScrapeEngine, parse_page};
-use vllm_sim::cost::{Calibration, CostModel};
 use vllm_sim::engine::EngineConfig;
 use vllm_sim::metrics::MetricsFlavor;
 use vllm_sim::profile::{A10, A100_80GB, GpuProfile, LLAMA_2_7B};
@@ -17,20 +16,13 @@ const FIXTURE: &str = include_str!("../../scraper/tests/fixtures/vllm-0.32-metri
 const MODEL: &str = "meta-llama/Llama-2-7b-hf";
 
 fn pod_config(gpu: GpuProfile, max_loras: u32, speed: f64, flavor: MetricsFlavor) -> PodConfig {
-    let cost = CostModel::new(LLAMA_2_7B, gpu, Calibration::default(), 16);
     PodConfig {
         name: "sim-0".into(),
         served_model_name: MODEL.into(),
         engine: EngineConfig {
-            num_gpu_blocks: cost.kv_blocks(0.9, 16) as u32,
-            cost,
-            max_num_seqs: 256,
-            max_num_batched_tokens: 2048,
-            max_model_len: 4096,
-            block_size: 16,
-            enable_prefix_caching: true,
             max_loras,
             max_cpu_loras: 4,
+            ..EngineConfig::vllm_defaults(LLAMA_2_7B, gpu)
         },
         speed,
         flavor,
