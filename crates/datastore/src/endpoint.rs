@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 
+use crate::load::{AdapterKey, CellRead, LoadCell, LoadView};
+
 /// Metrics read from one scrape of a model server's `/metrics` page.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointMetrics {
@@ -63,6 +65,8 @@ pub struct Endpoint {
     /// `ip:port` text, precomputed because it is sent on every decision.
     addr_text: Arc<str>,
     metrics: ArcSwapOption<EndpointMetrics>,
+    /// The scoring inputs of `metrics`, flat, for the per-decision read.
+    load: LoadCell,
     healthy: AtomicBool,
     /// Requests the picker sent here since the last published scrape (in-flight correction).
     dispatched: AtomicU32,
@@ -74,6 +78,7 @@ impl Endpoint {
             addr,
             addr_text: Arc::from(addr.to_string()),
             metrics: ArcSwapOption::empty(),
+            load: LoadCell::default(),
             healthy: AtomicBool::new(true),
             dispatched: AtomicU32::new(0),
         }
@@ -92,13 +97,28 @@ impl Endpoint {
         self.metrics.load_full()
     }
 
-    /// Reads the latest metrics without taking a reference count (the hot path: no shared-cache-line
-    /// writes per endpoint per decision).
-    pub fn with_metrics<R>(&self, f: impl FnOnce(Option<&EndpointMetrics>) -> R) -> R {
-        let guard = self.metrics.load();
-        f(guard.as_deref())
+    /// The latest scoring inputs for a request for `model` (whose key is `key`), or `None` before
+    /// the first scrape. The per-decision read: no lock, no allocation, no reference count.
+    #[inline]
+    pub fn load_view(&self, model: &str, key: AdapterKey) -> Option<LoadView> {
+        match self.load.read(key)? {
+            CellRead::Complete(view) => Some(view),
+            CellRead::NeedsNames(mut view) => {
+                // More adapters listed than the cell tracks: settle membership by name.
+                let metrics = self.metrics.load();
+                if let (Some(lora), Some(state)) = (
+                    view.lora.as_mut(),
+                    metrics.as_deref().and_then(|m| m.lora.as_ref()),
+                ) {
+                    lora.running = state.is_running(model);
+                    lora.waiting = state.is_waiting(model);
+                }
+                Some(view)
+            }
+        }
     }
 
+    #[inline]
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -108,11 +128,13 @@ impl Endpoint {
     }
 
     /// Requests dispatched here that the latest metrics cannot yet reflect.
+    #[inline]
     pub fn dispatched_since_scrape(&self) -> u32 {
         self.dispatched.load(Ordering::Relaxed)
     }
 
     /// Records that the picker just sent a request here.
+    #[inline]
     pub fn record_dispatch(&self) {
         self.dispatched.fetch_add(1, Ordering::Relaxed);
     }
@@ -125,6 +147,7 @@ impl Endpoint {
     /// Publishes a scrape. `mark` is [`Endpoint::dispatch_mark`] taken when the scrape started:
     /// only dispatches before that point are reflected in the page, later ones still count.
     pub fn publish_metrics(&self, metrics: EndpointMetrics, mark: u32) {
+        self.load.publish(&metrics);
         self.metrics.store(Some(Arc::new(metrics)));
         // Saturating subtract: never underflow if counters were reset concurrently.
         let _ = self

@@ -1,8 +1,6 @@
 //! The plain numbers the scorers see for one endpoint, read once per decision.
 
-use std::time::Instant;
-
-use switchyard_datastore::{Endpoint, EndpointMetrics};
+use switchyard_datastore::{AdapterKey, Endpoint, LoadView, LoraView};
 
 /// One schedulable endpoint as plain values: scorers never touch shared state.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,19 +21,30 @@ pub struct Candidate {
 
 /// LoRA affinity (reference values): 1.0 adapter running, 0.8 room to load one more adapter,
 /// 0.6 adapter already waiting, 0 otherwise. Without LoRA info nothing is active: room to load.
-pub fn lora_affinity(metrics: Option<&EndpointMetrics>, model: &str) -> f64 {
-    let Some(lora) = metrics.and_then(|m| m.lora.as_ref()) else {
+pub fn lora_affinity(lora: Option<LoraView>) -> f64 {
+    let Some(lora) = lora else {
         return 0.8;
     };
-    if lora.is_running(model) {
+    if lora.running {
         1.0
-    } else if lora.active_count() < lora.max_lora as usize {
+    } else if lora.active < lora.max_lora {
         0.8
-    } else if lora.is_waiting(model) {
+    } else if lora.waiting {
         0.6
     } else {
         0.0
     }
+}
+
+/// The requested model and the clock, resolved once per decision for every [`Candidate::read`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReadContext<'a> {
+    pub model: &'a str,
+    pub model_key: AdapterKey,
+    /// `clock_nanos` of the decision time.
+    pub now_nanos: i64,
+    /// Metrics older than this many nanoseconds are stale.
+    pub staleness_nanos: i64,
 }
 
 /// KV share assumed for one request on a pod that reports nothing running.
@@ -52,29 +61,20 @@ impl Candidate {
     pub fn read(
         index: usize,
         endpoint: &Endpoint,
-        model: &str,
-        now: Instant,
-        staleness: std::time::Duration,
+        ctx: &ReadContext<'_>,
         prefix_match: f64,
     ) -> Self {
         let dispatched = f64::from(endpoint.dispatched_since_scrape());
-        let healthy = endpoint.is_healthy();
-        endpoint.with_metrics(|metrics| {
-            let fresh = metrics
-                .filter(|m| healthy && now.saturating_duration_since(m.scraped_at) <= staleness);
-            Self {
-                prefix_match,
-                ..Self::from_metrics(index, fresh, dispatched, model)
-            }
-        })
+        let fresh = endpoint.load_view(ctx.model, ctx.model_key).filter(|m| {
+            endpoint.is_healthy() && ctx.now_nanos - m.scraped_at_nanos <= ctx.staleness_nanos
+        });
+        Self {
+            prefix_match,
+            ..Self::from_load(index, fresh, dispatched)
+        }
     }
 
-    fn from_metrics(
-        index: usize,
-        fresh: Option<&EndpointMetrics>,
-        dispatched: f64,
-        model: &str,
-    ) -> Self {
+    fn from_load(index: usize, fresh: Option<LoadView>, dispatched: f64) -> Self {
         match fresh {
             Some(m) => {
                 let kv = m.kv_usage.clamp(0.0, 1.0);
@@ -98,7 +98,7 @@ impl Candidate {
                     index,
                     queue,
                     kv_usage,
-                    lora_affinity: lora_affinity(Some(m), model),
+                    lora_affinity: lora_affinity(m.lora),
                     prefix_match: 0.0,
                     fresh: true,
                 }
@@ -107,7 +107,7 @@ impl Candidate {
                 index,
                 queue: dispatched,
                 kv_usage: 0.0,
-                lora_affinity: lora_affinity(None, model),
+                lora_affinity: lora_affinity(None),
                 prefix_match: 0.0,
                 fresh: false,
             },
@@ -127,7 +127,24 @@ impl Candidate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_datastore::LoraState;
+    use std::time::{Duration, Instant};
+    use switchyard_datastore::{EndpointMetrics, LoraState, clock_nanos};
+
+    fn read_at(ep: &Endpoint, model: &str, now: Instant, staleness: Duration) -> Candidate {
+        let ctx = ReadContext {
+            model,
+            model_key: AdapterKey::of(model),
+            now_nanos: clock_nanos(now),
+            staleness_nanos: staleness.as_nanos() as i64,
+        };
+        Candidate::read(0, ep, &ctx, 0.0)
+    }
+
+    fn affinity_of(metrics: &EndpointMetrics, model: &str) -> f64 {
+        let ep = Endpoint::new("10.0.0.1:1".parse().unwrap());
+        ep.publish_metrics(metrics.clone(), 0);
+        lora_affinity(ep.load_view(model, AdapterKey::of(model)).unwrap().lora)
+    }
 
     fn with_lora(max: u32, running: &[&str], waiting: &[&str]) -> EndpointMetrics {
         EndpointMetrics {
@@ -153,17 +170,17 @@ mod tests {
         m.kv_usage = 0.5;
         m.scraped_at = t0;
         ep.publish_metrics(m, 0);
-        let staleness = std::time::Duration::from_secs(2);
+        let staleness = Duration::from_secs(2);
         for _ in 0..5 {
             ep.record_dispatch();
         }
-        let c = Candidate::read(0, &ep, "x", t0, staleness, 0.0);
+        let c = read_at(&ep, "x", t0, staleness);
         assert_eq!(c.queue, 0.0);
         assert!((c.kv_usage - 0.75).abs() < 1e-9);
         for _ in 0..7 {
             ep.record_dispatch();
         }
-        let c = Candidate::read(0, &ep, "x", t0, staleness, 0.0);
+        let c = read_at(&ep, "x", t0, staleness);
         assert_eq!(
             (c.queue, c.kv_usage),
             (2.0, 1.0),
@@ -181,9 +198,23 @@ mod tests {
             (with_lora(1, &[], &["a"]), "a", 0.6),
         ];
         for (m, model, want) in cases {
-            assert_eq!(lora_affinity(Some(m), model), *want, "{m:?} {model}");
+            assert_eq!(affinity_of(m, model), *want, "{m:?} {model}");
         }
-        assert_eq!(lora_affinity(None, "a"), 0.8);
+        assert_eq!(lora_affinity(None), 0.8);
+        // More adapters than the flat copy tracks: membership is settled by name, same answers.
+        let many: Vec<String> = (0..=switchyard_datastore::TRACKED_ADAPTERS)
+            .map(|i| format!("x{i}"))
+            .collect();
+        let crowded = |names: &[String]| EndpointMetrics {
+            lora: Some(LoraState {
+                max_lora: 64,
+                running: names.to_vec(),
+                waiting: vec![],
+            }),
+            ..with_lora(0, &[], &[])
+        };
+        assert_eq!(affinity_of(&crowded(&many), "x3"), 1.0);
+        assert_eq!(affinity_of(&crowded(&many), "y"), 0.8);
     }
 
     #[test]
@@ -196,11 +227,11 @@ mod tests {
         m.scraped_at = t0;
         ep.publish_metrics(m, 0);
         ep.record_dispatch();
-        let staleness = std::time::Duration::from_secs(2);
-        let fresh = Candidate::read(0, &ep, "x", t0, staleness, 0.0);
+        let staleness = Duration::from_secs(2);
+        let fresh = read_at(&ep, "x", t0, staleness);
         assert!(fresh.fresh);
         assert_eq!(fresh.queue, 10.0, "a pod with a queue queues new work");
-        let stale = Candidate::read(0, &ep, "x", t0 + staleness * 2, staleness, 0.0);
+        let stale = read_at(&ep, "x", t0 + staleness * 2, staleness);
         assert!(!stale.fresh);
         assert_eq!((stale.queue, stale.kv_usage), (1.0, 0.0));
         assert_eq!(stale.saturation(5.0, 0.8), 1.0);

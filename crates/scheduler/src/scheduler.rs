@@ -4,8 +4,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use switchyard_datastore::{Criticality, Endpoint, PoolSnapshot};
+use switchyard_datastore::{AdapterKey, Criticality, Endpoint, PoolSnapshot, clock_nanos};
 
+use crate::candidate::ReadContext;
 use crate::scorer::{KvCacheScorer, LoraAffinityScorer, PrefixCacheScorer, QueueScorer, Scorer};
 use crate::{Candidate, SchedulerConfig};
 
@@ -82,25 +83,29 @@ impl Scheduler {
         now: Instant,
         rng: &mut fastrand::Rng,
     ) -> Result<Decision, ScheduleError> {
-        let mut candidates: Vec<Candidate> = snapshot
-            .endpoints
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| in_subset(request.subset, e))
-            .map(|(i, e)| {
-                Candidate::read(
-                    i,
-                    e,
-                    request.target_model,
-                    now,
-                    self.config.metrics_staleness,
-                    request
+        let ctx = ReadContext {
+            model: request.target_model,
+            model_key: AdapterKey::of(request.target_model),
+            now_nanos: clock_nanos(now),
+            staleness_nanos: i64::try_from(self.config.metrics_staleness.as_nanos())
+                .unwrap_or(i64::MAX),
+        };
+        // Sized up front: the subset filter hides the length from `collect`, which would regrow.
+        let mut candidates = Vec::with_capacity(snapshot.endpoints.len());
+        candidates.extend(
+            snapshot
+                .endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| in_subset(request.subset, e))
+                .map(|(i, e)| {
+                    let prefix_match = request
                         .prefix_matches
                         .and_then(|m| m.get(i).copied())
-                        .unwrap_or(0.0),
-                )
-            })
-            .collect();
+                        .unwrap_or(0.0);
+                    Candidate::read(i, e, &ctx, prefix_match)
+                }),
+        );
         if candidates.is_empty() {
             return Err(match request.subset {
                 Some(_) if !snapshot.endpoints.is_empty() => ScheduleError::SubsetMismatch,
@@ -144,11 +149,12 @@ impl Scheduler {
 
     /// Weighted sum of clamped scores; the maximum wins, ties broken uniformly at random.
     fn best(&self, candidates: &[Candidate], rng: &mut fastrand::Rng) -> (usize, f64) {
-        let mut totals = vec![0.0f64; candidates.len()];
-        let mut scratch = vec![0.0f64; candidates.len()];
+        // One allocation for both rows.
+        let mut rows = vec![0.0f64; 2 * candidates.len()];
+        let (totals, scratch) = rows.split_at_mut(candidates.len());
         for (scorer, weight) in &self.scorers {
-            scorer.score(candidates, &mut scratch);
-            for (t, s) in totals.iter_mut().zip(&scratch) {
+            scorer.score(candidates, scratch);
+            for (t, s) in totals.iter_mut().zip(scratch.iter()) {
                 let s = if s.is_nan() { 0.0 } else { s.clamp(0.0, 1.0) };
                 *t += weight * s;
             }
