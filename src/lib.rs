@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod config;
+pub mod pool_gauges;
 pub mod router;
 pub mod service;
 pub mod telemetry;

@@ -102,7 +102,8 @@ impl CounterFamily {
     }
 }
 
-fn escape(v: &str) -> String {
+/// Escapes a Prometheus label value.
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -172,42 +173,7 @@ impl Telemetry {
             self.fail_open.load(Ordering::Relaxed)
         );
 
-        let pool = escape(&snapshot.pool_name);
-        let mut ready = 0usize;
-        let (mut kv_sum, mut queue_sum) = (0.0, 0.0);
-        let mut per_pod = String::new();
-        for e in &snapshot.endpoints {
-            let Some(m) = e.metrics() else { continue };
-            if !e.is_healthy() || now.saturating_duration_since(m.scraped_at) > staleness {
-                continue;
-            }
-            ready += 1;
-            kv_sum += m.kv_usage;
-            queue_sum += f64::from(m.waiting);
-            let _ = writeln!(
-                per_pod,
-                "inference_pool_per_pod_queue_size{{name=\"{pool}\",model_server_pod=\"{}\"}} {}",
-                e.addr_text(),
-                m.waiting
-            );
-        }
-        let mean = |sum: f64| if ready == 0 { 0.0 } else { sum / ready as f64 };
-        let _ = writeln!(
-            out,
-            "# HELP inference_pool_ready_pods Endpoints with fresh metrics.\n# TYPE inference_pool_ready_pods gauge\ninference_pool_ready_pods{{name=\"{pool}\"}} {ready}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP inference_pool_average_kv_cache_utilization Mean KV-cache usage of ready endpoints.\n# TYPE inference_pool_average_kv_cache_utilization gauge\ninference_pool_average_kv_cache_utilization{{name=\"{pool}\"}} {}",
-            mean(kv_sum)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP inference_pool_average_queue_size Mean queue of ready endpoints.\n# TYPE inference_pool_average_queue_size gauge\ninference_pool_average_queue_size{{name=\"{pool}\"}} {}",
-            mean(queue_sum)
-        );
-        out.push_str("# HELP inference_pool_per_pod_queue_size Queue per endpoint.\n# TYPE inference_pool_per_pod_queue_size gauge\n");
-        out.push_str(&per_pod);
+        crate::pool_gauges::render(&mut out, snapshot, now, staleness);
         out
     }
 }
