@@ -1,5 +1,7 @@
 //! The `switchyard` binary: parse flags, validate the configuration, run until SIGINT/SIGTERM.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use switchyard::app;
 use switchyard::config::{Config, Flags};
@@ -24,6 +26,8 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not for log files and collectors.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{BOTH_MODES, StackBuilder};
+use support::{ALL_MODES, StackBuilder};
 
 fn big_completion(model: &str, prompt_bytes: usize) -> String {
     // Varied text so that chunk boundaries never line up with a repeating pattern.
@@ -18,7 +18,7 @@ fn big_completion(model: &str, prompt_bytes: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_pass_in_both_modes_with_and_without_rewrite() {
-    for mode in BOTH_MODES {
+    for mode in ALL_MODES {
         let stack = StackBuilder::new(2, mode).start().await;
         for size in [200 * 1024, 2 * 1024 * 1024] {
             for (model, upstream_model) in [("base", "base"), ("tweet-summary", "")] {
@@ -54,7 +54,7 @@ async fn large_bodies_pass_in_both_modes_with_and_without_rewrite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_api_shape_passes() {
-    for mode in BOTH_MODES {
+    for mode in ALL_MODES {
         let stack = StackBuilder::new(1, mode).start().await;
         let cases = [
             (
@@ -91,7 +91,7 @@ async fn every_api_shape_passes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_streaming_passes_through() {
-    for mode in BOTH_MODES {
+    for mode in ALL_MODES {
         let stack = StackBuilder::new(1, mode).start().await;
         let body = r#"{"model":"tweet-summary","prompt":"hi","max_tokens":50,"stream":true,"stream_options":{"include_usage":true}}"#;
         let r = stack.post("/v1/completions", body).await;

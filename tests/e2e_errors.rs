@@ -3,12 +3,12 @@
 
 mod support;
 
-use support::{BOTH_MODES, Mode, StackBuilder, completion, idle};
+use support::{ALL_MODES, Mode, StackBuilder, completion, idle};
 use switchyard_testkit::StubMetrics;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_errors_and_the_picker_keeps_serving() {
-    for mode in BOTH_MODES {
+    for mode in ALL_MODES {
         let stack = StackBuilder::new(1, mode)
             .arg("--max-request-body-bytes=300000")
             .start()

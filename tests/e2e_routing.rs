@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{BOTH_MODES, Mode, StackBuilder, completion, idle};
+use support::{ALL_MODES, Mode, StackBuilder, completion, idle};
 use switchyard_testkit::StubMetrics;
 
 fn load(waiting: u32, kv_usage: f64) -> StubMetrics {
@@ -17,7 +17,7 @@ fn load(waiting: u32, kv_usage: f64) -> StubMetrics {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_loaded_pod_gets_the_requests_and_lora_affinity_breaks_ties() {
-    for mode in BOTH_MODES {
+    for mode in ALL_MODES {
         let stack = StackBuilder::new(3, mode).start().await;
 
         // Queue: pod-2 has none waiting.
@@ -96,7 +96,7 @@ async fn traffic_split_80_20_over_1000_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_rewrite_keeps_every_other_byte() {
-    for mode in BOTH_MODES {
+    for mode in ALL_MODES {
         let stack = StackBuilder::new(1, mode)
             .models("models:\n  - modelName: tweet-summary\n    targetModels: [{name: tweet-summary-1}]\n")
             .start()
@@ -114,7 +114,7 @@ async fn model_rewrite_keeps_every_other_byte() {
         let upstream = received.last().unwrap();
         match (mode, upstream.header("content-length")) {
             (_, Some(len)) => assert_eq!(len, want.len().to_string(), "{mode:?}"),
-            (Mode::FullDuplex, None) => {
+            (Mode::FullDuplex | Mode::RequestOnly, None) => {
                 assert_eq!(upstream.header("transfer-encoding"), Some("chunked"))
             }
             (Mode::Buffered, None) => panic!("buffered mode must carry content-length"),
@@ -124,7 +124,7 @@ async fn model_rewrite_keeps_every_other_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_sent_destination_header_is_ignored() {
-    for mode in BOTH_MODES {
+    for mode in ALL_MODES {
         let stack = StackBuilder::new(2, mode).start().await;
         // pod-1 is busy, so Switchyard picks pod-2 whatever the client asks for.
         stack.set_pod_metrics(&[load(9, 0.9), load(0, 0.1)]).await;
@@ -195,7 +195,7 @@ async fn stale_metrics_still_serve_and_no_endpoints_is_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodiless_requests_go_to_a_ready_endpoint() {
-    for mode in BOTH_MODES {
+    for mode in ALL_MODES {
         let stack = StackBuilder::new(2, mode).start().await;
         let r = stack
             .send(stack.client.get(format!("{}/v1/models", stack.envoy.url())))

@@ -27,6 +27,7 @@ fn repo_envoy_configs_validate() {
     for config in [
         "deploy/local/envoy.yaml",
         "deploy/local/envoy-buffered.yaml",
+        "deploy/local/envoy-request-only.yaml",
     ] {
         let path = format!("{}/{config}", env!("CARGO_MANIFEST_DIR"));
         let (ok, text) = validate(&path);

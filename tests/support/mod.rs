@@ -1,5 +1,6 @@
 //! A full local stack per test: stub model servers, the real Switchyard binary and a real Envoy
-//! 1.40 with one of the repo's configs (standard FULL_DUPLEX_STREAMED or older BUFFERED).
+//! 1.40 with one of the repo's configs (standard FULL_DUPLEX_STREAMED, the same without response
+//! phases, or the older BUFFERED).
 #![allow(dead_code)] // each test file uses a different part of this module
 
 use std::path::Path;
@@ -8,20 +9,26 @@ use switchyard_testkit::{EnvoyProcess, StubMetrics, StubServer, SwitchyardProces
 
 pub const STANDARD_ENVOY: &str = include_str!("../../deploy/local/envoy.yaml");
 pub const BUFFERED_ENVOY: &str = include_str!("../../deploy/local/envoy-buffered.yaml");
+pub const REQUEST_ONLY_ENVOY: &str = include_str!("../../deploy/local/envoy-request-only.yaml");
 
 /// Which repo Envoy config a stack runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// envoy.yaml: the reference wiring, request and response phases.
     FullDuplex,
+    /// envoy-request-only.yaml: FULL_DUPLEX_STREAMED request, no response phases.
+    RequestOnly,
+    /// envoy-buffered.yaml: the older BUFFERED request-only wiring.
     Buffered,
 }
 
-pub const BOTH_MODES: [Mode; 2] = [Mode::FullDuplex, Mode::Buffered];
+pub const ALL_MODES: [Mode; 3] = [Mode::FullDuplex, Mode::RequestOnly, Mode::Buffered];
 
 impl Mode {
     fn envoy_config(self) -> &'static str {
         match self {
             Mode::FullDuplex => STANDARD_ENVOY,
+            Mode::RequestOnly => REQUEST_ONLY_ENVOY,
             Mode::Buffered => BUFFERED_ENVOY,
         }
     }

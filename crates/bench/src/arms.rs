@@ -175,7 +175,8 @@ pub async fn start(
             })
         }
         Arm::Switchyard => {
-            let mut sy = SwitchyardProcess::start(switchyard_bin, switchyard_yaml, &[], dir)?;
+            let mut sy =
+                SwitchyardProcess::start_logging(switchyard_bin, switchyard_yaml, &[], dir, false)?;
             sy.wait_ready_pods(pods.len()).await?;
             let envoy = EnvoyProcess::start(STANDARD_ENVOY, sy.grpc.port(), dir).await?;
             Ok(RunningArm {

@@ -14,10 +14,12 @@ use switchyard_extproc::proto::external_processor_client::ExternalProcessorClien
 use switchyard_extproc::proto::{HttpBody, HttpHeaders, ProcessingRequest, processing_request};
 use switchyard_testkit::{EnvoyProcess, SwitchyardProcess};
 
+use crate::arms::{self, Arm};
 use crate::envoy_config;
 use crate::report::quantile_ms;
 
 const STANDARD_ENVOY: &str = include_str!("../../../deploy/local/envoy.yaml");
+const REQUEST_ONLY_ENVOY: &str = include_str!("../../../deploy/local/envoy-request-only.yaml");
 /// The gauges a picker reads, idle (Envoy caps direct responses at 4 KiB; the full page is 47 KB).
 const METRICS_PAGE: &str = concat!(
     "vllm:num_requests_running{engine=\"0\",model_name=\"m\"} 0.0\n",
@@ -85,7 +87,7 @@ async fn at_concurrency(
     body: Arc<Vec<u8>>,
     concurrency: usize,
     duration: Duration,
-) -> (Vec<Duration>, f64) {
+) -> (Vec<Duration>, f64, usize) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(4096)
         .build()
@@ -95,21 +97,24 @@ async fn at_concurrency(
     for _ in 0..concurrency {
         let (client, url, body) = (client.clone(), url.to_string(), Arc::clone(&body));
         workers.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
+            let (mut lat, mut failed) = (Vec::new(), 0usize);
             while start.elapsed() < duration {
-                if let Some(d) = one(&client, &url, &body).await {
-                    lat.push(d);
+                match one(&client, &url, &body).await {
+                    Some(d) => lat.push(d),
+                    None => failed += 1,
                 }
             }
-            lat
+            (lat, failed)
         }));
     }
-    let mut lat = Vec::new();
+    let (mut lat, mut failed) = (Vec::new(), 0);
     for w in workers {
-        lat.extend(w.await.unwrap_or_default());
+        let (l, f) = w.await.unwrap_or_default();
+        lat.extend(l);
+        failed += f;
     }
     let rps = lat.len() as f64 / start.elapsed().as_secs_f64();
-    (lat, rps)
+    (lat, rps, failed)
 }
 
 fn summary(mut lat: Vec<Duration>, failed: usize) -> Value {
@@ -218,15 +223,22 @@ pub async fn run(switchyard_bin: &Path, seconds: u64) -> anyhow::Result<Value> {
     let yaml = format!(
         "pool:\n  name: overhead\n  endpoints: [\"{backend_addr}\"]\nmodels:\n  - modelName: tweet-summary\n    targetModels: [{{name: tweet-summary-1}}]\n"
     );
-    let mut sy = SwitchyardProcess::start(switchyard_bin, &yaml, &[], &sy_dir)?;
-    sy.wait_ready_pods(1).await?;
-    let with_picker = EnvoyProcess::start(STANDARD_ENVOY, sy.grpc.port(), &sy_dir)
-        .await
-        .context("envoy + switchyard")?;
+    // Two wirings of the same picker: the reference's (request and response phases) and the
+    // request-only one (deploy/local/envoy-request-only.yaml).
+    let (reference, _reference_sy) =
+        switchyard_front(switchyard_bin, &yaml, STANDARD_ENVOY, &sy_dir).await?;
+    let (request_only, _request_only_sy) = switchyard_front(
+        switchyard_bin,
+        &yaml,
+        REQUEST_ONLY_ENVOY,
+        &dir.join("request-only"),
+    )
+    .await?;
     let duration = Duration::from_secs(seconds);
     let fronts = [
         ("envoy", plain.url()),
-        ("envoy+switchyard", with_picker.url()),
+        ("envoy+switchyard", reference.url()),
+        ("envoy+switchyard request-only", request_only.url()),
     ];
 
     let mut latency = serde_json::Map::new();
@@ -242,7 +254,7 @@ pub async fn run(switchyard_bin: &Path, seconds: u64) -> anyhow::Result<Value> {
         }
     }
     for (front, url) in &fronts {
-        let (lat, rps) = at_concurrency(
+        let (lat, rps, failed) = at_concurrency(
             &format!("{url}/v1/completions"),
             body(200 * 1024),
             150,
@@ -250,21 +262,47 @@ pub async fn run(switchyard_bin: &Path, seconds: u64) -> anyhow::Result<Value> {
         )
         .await;
         let key = format!("{front} 200KB @concurrency 150");
-        let mut v = summary(lat, 0);
+        let mut v = summary(lat, failed);
         v["requests_per_s"] = json!(rps);
         println!("{key}: {v}");
         latency.insert(key, v);
     }
 
     let mut max_rps = serde_json::Map::new();
+    let record = |max_rps: &mut serde_json::Map<String, Value>, front: &str, rps: f64, failed| {
+        println!("max req/s {front} (2 KB, 64 in flight): {rps:.0} ({failed} failed)");
+        max_rps.insert(
+            front.to_string(),
+            json!({"requests_per_s": rps, "failed": failed}),
+        );
+    };
     for (front, url) in &fronts {
-        let (_, rps) =
+        let (_, rps, failed) =
             at_concurrency(&format!("{url}/v1/completions"), body(2048), 64, duration).await;
-        println!("max req/s {front} (2 KB, 64 in flight): {rps:.0}");
-        max_rps.insert(front.to_string(), json!(rps));
+        record(&mut max_rps, front, rps, failed);
     }
-    drop(with_picker);
-    drop(sy);
+    drop((reference, request_only));
+    // The peer routers in front of the same backend, one at a time.
+    for arm in [
+        Arm::VllmRouterPowerOfTwo,
+        Arm::VllmRouterCacheAware,
+        Arm::SglangRouterCacheAware,
+    ] {
+        let arm_dir = dir.join(arm.name());
+        std::fs::create_dir_all(&arm_dir)?;
+        let backends = std::slice::from_ref(&backend_addr);
+        match arms::start(arm, backends, switchyard_bin, &yaml, &arm_dir).await {
+            Ok(running) => {
+                let url = format!("{}/v1/completions", running.url);
+                let (_, rps, failed) = at_concurrency(&url, body(2048), 64, duration).await;
+                record(&mut max_rps, arm.name(), rps, failed);
+            }
+            Err(e) => {
+                println!("max req/s {}: skipped ({e:#})", arm.name());
+                max_rps.insert(arm.name().to_string(), json!({"skipped": format!("{e:#}")}));
+            }
+        }
+    }
 
     // (c) Switchyard alone, pinned to one core with taskset.
     let pinned = pinned_switchyard(switchyard_bin, &yaml, &dir.join("pinned"))?;
@@ -277,6 +315,22 @@ pub async fn run(switchyard_bin: &Path, seconds: u64) -> anyhow::Result<Value> {
     )
 }
 
+/// Switchyard plus an Envoy with `envoy_yaml` in front of it; both stop when dropped.
+async fn switchyard_front(
+    switchyard_bin: &Path,
+    yaml: &str,
+    envoy_yaml: &str,
+    dir: &Path,
+) -> anyhow::Result<(EnvoyProcess, SwitchyardProcess)> {
+    std::fs::create_dir_all(dir)?;
+    let mut sy = SwitchyardProcess::start_logging(switchyard_bin, yaml, &[], dir, false)?;
+    sy.wait_ready_pods(1).await?;
+    let envoy = EnvoyProcess::start(envoy_yaml, sy.grpc.port(), dir)
+        .await
+        .context("envoy + switchyard")?;
+    Ok((envoy, sy))
+}
+
 /// Switchyard under `taskset -c 0` (falls back to unpinned, reported, when taskset is missing).
 fn pinned_switchyard(bin: &Path, yaml: &str, dir: &Path) -> anyhow::Result<SwitchyardProcess> {
     std::fs::create_dir_all(dir)?;
@@ -287,5 +341,5 @@ fn pinned_switchyard(bin: &Path, yaml: &str, dir: &Path) -> anyhow::Result<Switc
     )?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
-    SwitchyardProcess::start(&wrapper, yaml, &[], dir)
+    SwitchyardProcess::start_logging(&wrapper, yaml, &[], dir, false)
 }

@@ -43,12 +43,25 @@ impl Drop for SwitchyardProcess {
 }
 
 impl SwitchyardProcess {
-    /// Starts `binary` with `config_yaml` written to `dir`, on loopback ports chosen by the OS.
+    /// Starts `binary` with `config_yaml` written to `dir`, on loopback ports chosen by the OS,
+    /// logging at debug level (tests print the log when they fail).
     pub fn start(
         binary: &Path,
         config_yaml: &str,
         extra_args: &[&str],
         dir: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::start_logging(binary, config_yaml, extra_args, dir, true)
+    }
+
+    /// As [`SwitchyardProcess::start`], at the default (info) log level when `debug_log` is
+    /// false: what benchmarks run, since a debug line per request costs measurable CPU.
+    pub fn start_logging(
+        binary: &Path,
+        config_yaml: &str,
+        extra_args: &[&str],
+        dir: &Path,
+        debug_log: bool,
     ) -> anyhow::Result<Self> {
         let config_path = dir.join("switchyard.yaml");
         std::fs::write(&config_path, config_yaml)?;
@@ -66,8 +79,8 @@ impl SwitchyardProcess {
                 "0",
                 "--metrics-port",
                 "0",
-                "-v",
             ])
+            .args(debug_log.then_some("-v"))
             .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
