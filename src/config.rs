@@ -62,6 +62,10 @@ pub struct Flags {
     /// More logging: -v debug, -vv trace (RUST_LOG overrides).
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbosity: u8,
+    /// Runtime worker threads; 0 means one per core. Where Switchyard shares a few cores with the
+    /// gateway, 1 avoids cross-thread wake-ups (see the README's overhead figures).
+    #[arg(long, default_value_t = 0)]
+    pub worker_threads: usize,
 }
 
 /// Parses Go-style durations as the reference picker's flags take them: `50ms`, `2s`, `1m`, `1.5s`.
@@ -190,6 +194,8 @@ pub struct Config {
     pub scrape_failure_threshold: u32,
     pub max_request_body_bytes: usize,
     pub verbosity: u8,
+    /// `None`: one per core.
+    pub worker_threads: Option<usize>,
 }
 
 impl Config {
@@ -320,6 +326,7 @@ impl Config {
             scrape_failure_threshold: flags.metrics_failure_threshold,
             max_request_body_bytes: flags.max_request_body_bytes,
             verbosity: flags.verbosity,
+            worker_threads: (flags.worker_threads > 0).then_some(flags.worker_threads),
         })
     }
 }
@@ -343,6 +350,12 @@ mod tests {
         assert_eq!(cfg.metrics_addr.port(), 9090);
         assert_eq!(cfg.scrape_interval, Duration::from_millis(50));
         assert_eq!(cfg.scheduler.metrics_staleness, Duration::from_secs(2));
+        assert_eq!(
+            cfg.worker_threads, None,
+            "one runtime thread per core by default"
+        );
+        let one = Config::load(&flags(&["--worker-threads", "1"])).unwrap();
+        assert_eq!(one.worker_threads, Some(1));
     }
 
     #[test]

@@ -27,6 +27,10 @@ const METRICS_PAGE: &str = concat!(
     "vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.0\n",
 );
 
+/// Switchyard shares the two cores with the load client and two Envoys here: one runtime thread
+/// avoids cross-thread wake-ups (measured: 2 KB max req/s +20%, 200 KB @c150 p99 -40%).
+const SHARED_CORE_ARGS: &[&str] = &["--worker-threads", "1"];
+
 /// A completion body of about `size` bytes.
 fn body(size: usize) -> Arc<Vec<u8>> {
     let prompt: String = (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect();
@@ -323,7 +327,8 @@ async fn switchyard_front(
     dir: &Path,
 ) -> anyhow::Result<(EnvoyProcess, SwitchyardProcess)> {
     std::fs::create_dir_all(dir)?;
-    let mut sy = SwitchyardProcess::start_logging(switchyard_bin, yaml, &[], dir, false)?;
+    let mut sy =
+        SwitchyardProcess::start_logging(switchyard_bin, yaml, SHARED_CORE_ARGS, dir, false)?;
     sy.wait_ready_pods(1).await?;
     let envoy = EnvoyProcess::start(envoy_yaml, sy.grpc.port(), dir)
         .await
