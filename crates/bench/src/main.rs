@@ -67,6 +67,10 @@ struct CompareArgs {
     /// PNG chart of TTFT p90 and output tokens/s per arm across the rates.
     #[arg(long)]
     chart: Option<PathBuf>,
+    /// The switchyard arm's `scheduler:` section as a YAML mapping, e.g.
+    /// `{prefixCacheWeight: 5, queueWeight: 3}` (default: Switchyard's defaults).
+    #[arg(long)]
+    switchyard_scheduler: Option<String>,
 }
 
 /// A sibling binary in the same target directory.
@@ -106,6 +110,7 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         seed,
         json,
         chart,
+        switchyard_scheduler,
     } = args;
     let sim = sibling("vllm-sim")?;
     let switchyard = sibling("switchyard")?;
@@ -140,7 +145,10 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
             let fleet = fleet::Fleet::start(&sim, &workload, &dir)
                 .await
                 .context("starting the fleet")?;
-            let yaml = workload.switchyard_yaml(&fleet.endpoints);
+            let mut yaml = workload.switchyard_yaml(&fleet.endpoints);
+            if let Some(scheduler) = &switchyard_scheduler {
+                yaml.push_str(&format!("scheduler: {scheduler}\n"));
+            }
             let outcome = match arms::start(arm, &fleet.endpoints, &switchyard, &yaml, &dir).await {
                 Err(e) => Err(format!("{e:#}")),
                 Ok(running) => {
