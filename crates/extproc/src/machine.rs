@@ -165,7 +165,7 @@ impl StreamMachine {
                 self.expect_forwarded("response body")?;
                 Ok(Step::Reply(match self.response_mode {
                     BodyMode::FullDuplexStreamed => {
-                        reply::streamed_body(&b.body, b.end_of_stream, false)
+                        reply::streamed_body(b.body, b.end_of_stream, false)
                     }
                     _ => vec![reply::body_continue(false)],
                 }))
@@ -224,7 +224,12 @@ impl StreamMachine {
                 &message,
             )]));
         }
-        self.body.extend_from_slice(&b.body);
+        if self.body.is_empty() {
+            // The common single-message body is kept, not copied.
+            self.body = b.body;
+        } else {
+            self.body.extend_from_slice(&b.body);
+        }
         if b.end_of_stream {
             self.phase = Phase::Deciding;
             return Ok(Step::Decide);
@@ -298,7 +303,7 @@ impl StreamMachine {
             }
             (BodyMode::FullDuplexStreamed, true) => {
                 out.push(reply::request_headers(mutation, metadata));
-                out.extend(reply::streamed_body(&body, !self.trailers_pending, true));
+                out.extend(reply::streamed_body(body, !self.trailers_pending, true));
             }
             (BodyMode::Buffered, true) => {
                 let replacement = replaced.then_some(body);

@@ -64,13 +64,19 @@ pub fn buffered_request_body(
 }
 
 /// FULL_DUPLEX_STREAMED mode: the body goes back in chunks of at most [`MAX_CHUNK`] bytes.
-/// An empty body still yields one (empty) chunk carrying `end_of_stream`.
-pub fn streamed_body(body: &[u8], end_of_stream: bool, request: bool) -> Vec<ProcessingResponse> {
-    let chunks: Vec<&[u8]> = if body.is_empty() {
-        vec![&[][..]]
-    } else {
-        body.chunks(MAX_CHUNK).collect()
-    };
+/// An empty body still yields one (empty) chunk carrying `end_of_stream`. Takes the body by value:
+/// the first chunk reuses its buffer, so a body of one chunk is never copied.
+pub fn streamed_body(
+    mut body: Vec<u8>,
+    end_of_stream: bool,
+    request: bool,
+) -> Vec<ProcessingResponse> {
+    let rest: Vec<Vec<u8>> = body
+        .get(MAX_CHUNK..)
+        .map(|tail| tail.chunks(MAX_CHUNK).map(<[u8]>::to_vec).collect())
+        .unwrap_or_default();
+    body.truncate(MAX_CHUNK);
+    let chunks: Vec<Vec<u8>> = std::iter::once(body).chain(rest).collect();
     let last = chunks.len() - 1;
     chunks
         .into_iter()
@@ -80,7 +86,7 @@ pub fn streamed_body(body: &[u8], end_of_stream: bool, request: bool) -> Vec<Pro
                 response: Some(CommonResponse {
                     body_mutation: Some(BodyMutation {
                         mutation: Some(Mutation::StreamedResponse(StreamedBodyResponse {
-                            body: chunk.to_vec(),
+                            body: chunk,
                             end_of_stream: end_of_stream && i == last,
                             ..Default::default()
                         })),
