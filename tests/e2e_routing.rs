@@ -205,3 +205,31 @@ async fn bodiless_requests_go_to_a_ready_endpoint() {
         assert!(r.text().contains("\"object\":\"list\""));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_thread_runtime_routes_concurrent_requests() {
+    // `--worker-threads 1` switches to the current-thread scheduler: the same routing must hold
+    // with many ext_proc streams in flight on one thread, large bodies included.
+    let stack = StackBuilder::new(2, Mode::RequestOnly)
+        .arg("--worker-threads")
+        .arg("1")
+        .start()
+        .await;
+    stack.set_pod_metrics(&[load(6, 0.3), load(0, 0.3)]).await;
+    let big = format!(
+        r#"{{"model":"base","prompt":"{}","max_tokens":4}}"#,
+        "x".repeat(200 * 1024)
+    );
+    let requests = (0..32).map(|i| {
+        let body = if i % 4 == 0 {
+            big.clone()
+        } else {
+            completion("base")
+        };
+        stack.post("/v1/completions", body)
+    });
+    for r in futures_util::future::join_all(requests).await {
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.served_by.as_deref(), Some("pod-2"));
+    }
+}

@@ -346,5 +346,5 @@ fn pinned_switchyard(bin: &Path, yaml: &str, dir: &Path) -> anyhow::Result<Switc
     )?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
-    SwitchyardProcess::start_logging(&wrapper, yaml, &[], dir, false)
+    SwitchyardProcess::start_logging(&wrapper, yaml, SHARED_CORE_ARGS, dir, false)
 }
