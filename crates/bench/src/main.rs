@@ -37,8 +37,11 @@ enum Cmd {
     /// Latency and throughput cost of the picker in front of an instant backend.
     Overhead {
         /// Seconds per measurement.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Rounds: every measurement is repeated this often, fronts interleaved; medians reported.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        rounds: u32,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -88,8 +91,12 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Cmd::Overhead { seconds, json } => {
-            let doc = overhead::run(&sibling("switchyard")?, seconds).await?;
+        Cmd::Overhead {
+            seconds,
+            rounds,
+            json,
+        } => {
+            let doc = overhead::run(&sibling("switchyard")?, seconds, rounds).await?;
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
                 println!("wrote {}", path.display());

@@ -201,7 +201,7 @@ fn envoy_headers() -> envoy_types::pb::envoy::config::core::v3::HeaderMap {
 }
 
 /// Runs (a), (b) and (c) and returns the JSON document.
-pub async fn run(switchyard_bin: &Path, seconds: u64) -> anyhow::Result<Value> {
+pub async fn run(switchyard_bin: &Path, seconds: u64, rounds: u32) -> anyhow::Result<Value> {
     let dir = switchyard_testkit::scratch_dir("overhead")?;
     let backend_dir = dir.join("backend");
     let plain_dir = dir.join("plain");
@@ -238,55 +238,9 @@ pub async fn run(switchyard_bin: &Path, seconds: u64) -> anyhow::Result<Value> {
         &dir.join("request-only"),
     )
     .await?;
-    let duration = Duration::from_secs(seconds);
-    let fronts = [
-        ("envoy", plain.url()),
-        ("envoy+switchyard", reference.url()),
-        ("envoy+switchyard request-only", request_only.url()),
-    ];
-
-    let mut latency = serde_json::Map::new();
-    for (size_name, size) in [("2KB", 2048), ("200KB", 200 * 1024)] {
-        for rate in [200.0, 1000.0] {
-            for (front, url) in &fronts {
-                let (lat, failed) =
-                    at_rate(&format!("{url}/v1/completions"), body(size), rate, duration).await;
-                let key = format!("{front} {size_name} @{rate} req/s");
-                println!("{key}: {}", summary(lat.clone(), failed));
-                latency.insert(key, summary(lat, failed));
-            }
-        }
-    }
-    for (front, url) in &fronts {
-        let (lat, rps, failed) = at_concurrency(
-            &format!("{url}/v1/completions"),
-            body(200 * 1024),
-            150,
-            duration,
-        )
-        .await;
-        let key = format!("{front} 200KB @concurrency 150");
-        let mut v = summary(lat, failed);
-        v["requests_per_s"] = json!(rps);
-        println!("{key}: {v}");
-        latency.insert(key, v);
-    }
-
-    let mut max_rps = serde_json::Map::new();
-    let record = |max_rps: &mut serde_json::Map<String, Value>, front: &str, rps: f64, failed| {
-        println!("max req/s {front} (2 KB, 64 in flight): {rps:.0} ({failed} failed)");
-        max_rps.insert(
-            front.to_string(),
-            json!({"requests_per_s": rps, "failed": failed}),
-        );
-    };
-    for (front, url) in &fronts {
-        let (_, rps, failed) =
-            at_concurrency(&format!("{url}/v1/completions"), body(2048), 64, duration).await;
-        record(&mut max_rps, front, rps, failed);
-    }
-    drop((reference, request_only));
-    // The peer routers in front of the same backend, one at a time.
+    // The peer routers in front of the same backend; idle ones cost nothing while others run.
+    let mut peers = Vec::new();
+    let mut skipped = serde_json::Map::new();
     for arm in [
         Arm::VllmRouterPowerOfTwo,
         Arm::VllmRouterCacheAware,
@@ -296,17 +250,60 @@ pub async fn run(switchyard_bin: &Path, seconds: u64) -> anyhow::Result<Value> {
         std::fs::create_dir_all(&arm_dir)?;
         let backends = std::slice::from_ref(&backend_addr);
         match arms::start(arm, backends, switchyard_bin, &yaml, &arm_dir).await {
-            Ok(running) => {
-                let url = format!("{}/v1/completions", running.url);
-                let (_, rps, failed) = at_concurrency(&url, body(2048), 64, duration).await;
-                record(&mut max_rps, arm.name(), rps, failed);
-            }
+            Ok(running) => peers.push((arm.name(), running)),
             Err(e) => {
-                println!("max req/s {}: skipped ({e:#})", arm.name());
-                max_rps.insert(arm.name().to_string(), json!({"skipped": format!("{e:#}")}));
+                println!("{}: skipped ({e:#})", arm.name());
+                skipped.insert(arm.name().to_string(), json!({"skipped": format!("{e:#}")}));
             }
         }
     }
+    let duration = Duration::from_secs(seconds);
+    let pickers = [
+        ("envoy", plain.url()),
+        ("envoy+switchyard", reference.url()),
+        ("envoy+switchyard request-only", request_only.url()),
+    ];
+    let everyone: Vec<(&str, String)> = pickers
+        .iter()
+        .cloned()
+        .chain(peers.iter().map(|(name, r)| (*name, r.url.clone())))
+        .collect();
+
+    // Every point is measured once per round, fronts interleaved, so that drift of this shared
+    // machine hits all fronts alike; the report keeps each round and the median across rounds.
+    let mut latency = Rounds::default();
+    let mut max_rps = Rounds::default();
+    for round in 1..=rounds {
+        println!("-- round {round} of {rounds}");
+        for (size_name, size) in [("2KB", 2048), ("200KB", 200 * 1024)] {
+            for rate in [200.0, 1000.0] {
+                for (front, url) in &pickers {
+                    let (lat, failed) =
+                        at_rate(&format!("{url}/v1/completions"), body(size), rate, duration).await;
+                    let key = format!("{front} {size_name} @{rate} req/s");
+                    latency.add(key, summary(lat, failed));
+                }
+            }
+        }
+        for (front, url) in &pickers {
+            let url = format!("{url}/v1/completions");
+            let (lat, rps, failed) = at_concurrency(&url, body(200 * 1024), 150, duration).await;
+            let mut v = summary(lat, failed);
+            v["requests_per_s"] = json!(rps);
+            latency.add(format!("{front} 200KB @concurrency 150"), v);
+        }
+        for (front, url) in &everyone {
+            let url = format!("{url}/v1/completions");
+            let (_, rps, failed) = at_concurrency(&url, body(2048), 64, duration).await;
+            max_rps.add(
+                format!("{front} (2 KB, 64 in flight)"),
+                json!({"requests_per_s": rps, "failed": failed}),
+            );
+        }
+    }
+    drop((reference, request_only, peers));
+    let mut max_rps = max_rps.medians();
+    max_rps.extend(skipped);
 
     // (c) Switchyard alone, pinned to one core with taskset.
     let pinned = pinned_switchyard(switchyard_bin, &yaml, &dir.join("pinned"))?;
@@ -314,9 +311,64 @@ pub async fn run(switchyard_bin: &Path, seconds: u64) -> anyhow::Result<Value> {
     pinned.wait_ready_pods(1).await?;
     let dps = decisions_per_second(pinned.grpc, duration, 32).await?;
     println!("switchyard decisions/s on one core (2 KB bodies, 32 streams in flight): {dps:.0}");
-    Ok(
-        json!({"latency": latency, "max_requests_per_s": max_rps, "switchyard_decisions_per_s_one_core": dps}),
-    )
+    Ok(json!({
+        "rounds": rounds,
+        "seconds_per_point": seconds,
+        "latency": latency.medians(),
+        "max_requests_per_s": max_rps,
+        "switchyard_decisions_per_s_one_core": dps,
+    }))
+}
+
+/// Per-round results of each measurement, in first-seen order.
+#[derive(Default)]
+struct Rounds(Vec<(String, Vec<Value>)>);
+
+impl Rounds {
+    fn add(&mut self, key: String, value: Value) {
+        println!("{key}: {value}");
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, values)) => values.push(value),
+            None => self.0.push((key, vec![value])),
+        }
+    }
+
+    /// Per key: the median of each numeric field across rounds (counts summed), plus the rounds.
+    fn medians(&self) -> serde_json::Map<String, Value> {
+        let mut out = serde_json::Map::new();
+        for (key, values) in &self.0 {
+            let mut merged = serde_json::Map::new();
+            for field in ["p50_ms", "p99_ms", "requests_per_s"] {
+                let mut xs: Vec<f64> = values.iter().filter_map(|v| v[field].as_f64()).collect();
+                if !xs.is_empty() {
+                    xs.sort_by(f64::total_cmp);
+                    merged.insert(field.into(), json!(xs[xs.len() / 2]));
+                }
+            }
+            for field in ["ok", "failed"] {
+                let counts: Vec<u64> = values.iter().filter_map(|v| v[field].as_u64()).collect();
+                if !counts.is_empty() {
+                    merged.insert(field.into(), json!(counts.iter().sum::<u64>()));
+                }
+            }
+            merged.insert("rounds".into(), Value::Array(values.clone()));
+            println!("median {key}: {}", summary_line(&merged));
+            out.insert(key.clone(), Value::Object(merged));
+        }
+        out
+    }
+}
+
+fn summary_line(v: &serde_json::Map<String, Value>) -> String {
+    let field = |k: &str| v.get(k).and_then(Value::as_f64);
+    match (field("p50_ms"), field("p99_ms"), field("requests_per_s")) {
+        (Some(p50), Some(p99), rps) => format!(
+            "p50 {p50:.2} ms, p99 {p99:.2} ms{}",
+            rps.map(|r| format!(", {r:.0} req/s")).unwrap_or_default()
+        ),
+        (_, _, Some(rps)) => format!("{rps:.0} req/s"),
+        _ => String::new(),
+    }
 }
 
 /// Switchyard plus an Envoy with `envoy_yaml` in front of it; both stop when dropped.

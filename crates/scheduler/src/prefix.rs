@@ -9,12 +9,13 @@
 //! insert, and bounded: the oldest entries are evicted first.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use switchyard_openai::tokens::BYTES_PER_TOKEN;
-use xxhash_rust::xxh64::xxh64;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Bytes per block: 16 tokens.
 pub const BLOCK_BYTES: usize = 16 * BYTES_PER_TOKEN;
@@ -23,23 +24,45 @@ pub const BLOCK_BYTES: usize = 16 * BYTES_PER_TOKEN;
 pub const MAX_BLOCKS: usize = 512;
 const SHARDS: usize = 16;
 
-/// Chained block hashes of a prompt (full blocks only, at most [`MAX_BLOCKS`]).
+/// Chained block hashes of a prompt (full blocks only, at most [`MAX_BLOCKS`]). XXH3: about
+/// twice XXH64's speed on 64-byte inputs, and this runs for every block of every prompt.
 pub fn block_hashes(model: &str, prompt: &[u8]) -> Vec<u64> {
-    let mut parent = xxh64(model.as_bytes(), 0);
+    let mut parent = xxh3_64_with_seed(model.as_bytes(), 0);
     prompt
         .chunks_exact(BLOCK_BYTES)
         .take(MAX_BLOCKS)
         .map(|block| {
-            parent = xxh64(block, parent);
+            parent = xxh3_64_with_seed(block, parent);
             parent
         })
         .collect()
 }
 
+/// The keys are XXH3 block hashes already: hashing them again (std's SipHash) only costs time.
+#[derive(Debug, Default)]
+struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; fold anything else in for completeness.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 #[derive(Debug, Default)]
 struct Shard {
     /// Block hash -> (endpoint, last use) pairs.
-    entries: HashMap<u64, Vec<(SocketAddr, u64)>>,
+    entries: HashMap<u64, Vec<(SocketAddr, u64)>, BuildHasherDefault<PassThroughHasher>>,
     len: usize,
 }
 
@@ -64,7 +87,9 @@ impl PrefixIndex {
 
     fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard> {
         // A poisoned shard only ever holds complete entries.
-        self.shards[(hash as usize) % SHARDS]
+        // Middle bits pick the shard: the map inside uses the low bits for buckets and the top
+        // seven as tags, which stay fully varied that way.
+        self.shards[((hash >> 32) as usize) % SHARDS]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
