@@ -1,8 +1,11 @@
 //! The cost of the picker itself, in front of an instant backend (an Envoy `direct_response`
 //! listener that answers every request at once and serves a vLLM metrics page):
-//! (a) latency added by Envoy + Switchyard over plain Envoy at fixed open-loop rates and at a fixed
-//!     concurrency; (b) maximum requests/s of each front end; (c) Switchyard's own decisions/s,
-//!     driving ext_proc streams directly over gRPC with Switchyard pinned to one core.
+//! (a) latency added by Envoy + Switchyard (reference and request-only wirings) over plain Envoy
+//!     at fixed open-loop rates and at a fixed concurrency; (b) maximum requests/s of each front
+//!     end, the peer routers included; (c) Switchyard's own decisions/s, driving ext_proc streams
+//!     directly over gRPC with Switchyard pinned to one core.
+//! (a) and (b) run in rounds with the fronts interleaved, so that this machine's drift hits every
+//! front alike; the report keeps every round and the median.
 
 use std::path::Path;
 use std::sync::Arc;
