@@ -7,6 +7,7 @@
 pub mod app;
 pub mod config;
 pub mod pool_gauges;
+pub mod response_usage;
 pub mod router;
 pub mod service;
 pub mod telemetry;

@@ -77,6 +77,11 @@ impl Router {
         &self.datastore
     }
 
+    /// Records the tokens the model server reported for a routed request.
+    pub fn record_usage(&self, model: &str, target_model: &str, usage: switchyard_openai::Usage) {
+        self.telemetry.tokens(model, target_model, usage);
+    }
+
     /// Decides where a complete request goes. `now` is the scheduler's clock.
     pub fn route(
         &self,

@@ -12,6 +12,7 @@ use switchyard_extproc::{BodyMode, Step, StreamMachine};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::response_usage::ResponseUsage;
 use crate::router::Router;
 
 /// The ext_proc gRPC service.
@@ -49,6 +50,7 @@ impl ExternalProcessor for PickerService {
             rng: fastrand::Rng::new(),
             pending: VecDeque::new(),
             done: false,
+            usage: None,
             span: tracing::debug_span!(
                 "ext_proc",
                 request_id = tracing::field::Empty,
@@ -88,6 +90,8 @@ struct StreamState {
     pending: VecDeque<Result<ProcessingResponse, Status>>,
     /// An error was queued: close the stream after sending it.
     done: bool,
+    /// Token accounting of the routed request, once it has been routed.
+    usage: Option<ResponseUsage>,
     span: tracing::Span,
 }
 
@@ -95,6 +99,12 @@ impl StreamState {
     /// Feeds one message to the machine and queues its replies (deciding when it asks).
     fn handle(&mut self, msg: ProcessingRequest) {
         let _entered = self.span.enter();
+        if let Some(tracker) = &mut self.usage
+            && let Some(usage) = tracker.observe(&msg)
+        {
+            let router = &self.service.router;
+            router.record_usage(&tracker.model, &tracker.target_model, usage);
+        }
         let replies = match self.machine.on_message(msg) {
             Ok(Step::Reply(r)) => r,
             Ok(Step::Decide) => {
@@ -107,8 +117,17 @@ impl StreamState {
                 if let Some(m) = &notes.model {
                     self.span.record("model", m.as_str());
                 }
-                if let Err(r) = &outcome {
-                    tracing::info!(status = r.status, code = r.code, message = %r.message, "request refused");
+                match &outcome {
+                    Err(r) => {
+                        tracing::info!(status = r.status, code = r.code, message = %r.message, "request refused");
+                    }
+                    Ok(_) => {
+                        if let Some(model) = &notes.model {
+                            let target =
+                                notes.target_model.clone().unwrap_or_else(|| model.clone());
+                            self.usage = Some(ResponseUsage::new(model.clone(), target));
+                        }
+                    }
                 }
                 match self.machine.decided(outcome) {
                     Ok(r) => r,

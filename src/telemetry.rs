@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use switchyard_datastore::PoolSnapshot;
+use switchyard_openai::Usage;
 
 /// Upper bounds (seconds) of the scheduler latency histogram.
 const DECISION_BUCKETS: &[f64] = &[
@@ -18,12 +19,18 @@ const DECISION_BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01,
 ];
 
+/// Upper bounds of the token-count histograms (the reference picker's buckets).
+const TOKEN_BUCKETS: &[f64] = &[
+    1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0,
+    32768.0, 65536.0, 131072.0, 262144.0, 524288.0, 1048576.0,
+];
+
 #[derive(Debug, Default)]
 struct Histogram {
     buckets: Vec<AtomicU64>,
     count: AtomicU64,
-    /// Sum in nanoseconds, to stay an integer atomic.
-    sum_nanos: AtomicU64,
+    /// Sum in integer units (nanoseconds, tokens), to stay an integer atomic.
+    sum_units: AtomicU64,
 }
 
 impl Histogram {
@@ -35,26 +42,102 @@ impl Histogram {
     }
 
     fn observe(&self, bounds: &[f64], d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = bounds.iter().position(|b| secs <= *b) {
+        self.observe_value(bounds, d.as_secs_f64(), d.as_nanos() as u64);
+    }
+
+    /// Counts `value` in its bucket and adds `units` (the value in integer units) to the sum.
+    fn observe_value(&self, bounds: &[f64], value: f64, units: u64) {
+        if let Some(i) = bounds.iter().position(|b| value <= *b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos
-            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        self.sum_units.fetch_add(units, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, bounds: &[f64]) {
+    /// Renders the series; `labels` (already escaped, may be empty) go before `le`, and the sum
+    /// is divided by `units_per_value`.
+    fn render(
+        &self,
+        out: &mut String,
+        name: &str,
+        labels: &str,
+        bounds: &[f64],
+        units_per_value: f64,
+    ) {
+        let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0;
         for (b, n) in bounds.iter().zip(&self.buckets) {
             cumulative += n.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
         }
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {count}");
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_units.load(Ordering::Relaxed) as f64 / units_per_value;
+        let braced = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braced} {sum}");
+        let _ = writeln!(out, "{name}_count{braced} {count}");
+    }
+}
+
+/// Input and output token histograms per (model, target model).
+#[derive(Debug, Default)]
+struct TokenFamily {
+    series: RwLock<HashMap<String, [Histogram; 2]>>,
+}
+
+impl TokenFamily {
+    fn observe(&self, model: &str, target: &str, usage: Usage) {
+        let key = [model, target].join(&KEY_SEPARATOR.to_string());
+        let record = |pair: &[Histogram; 2]| {
+            for (h, tokens) in pair.iter().zip([usage.input_tokens, usage.output_tokens]) {
+                h.observe_value(TOKEN_BUCKETS, tokens as f64, tokens);
+            }
+        };
+        let found = self
+            .series
+            .read()
+            .ok()
+            .and_then(|map| map.get(&key).map(record));
+        if found.is_none()
+            && let Ok(mut map) = self.series.write()
+        {
+            let new = || [Histogram::new(TOKEN_BUCKETS), Histogram::new(TOKEN_BUCKETS)];
+            record(map.entry(key).or_insert_with(new));
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let Ok(map) = self.series.read() else { return };
+        let mut rows: Vec<_> = map.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        for (i, (name, help)) in [
+            (
+                "inference_objective_input_tokens",
+                "Input (prompt) tokens per request, as the model server reported them.",
+            ),
+            (
+                "inference_objective_output_tokens",
+                "Output (completion) tokens per request, as the model server reported them.",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for (key, pair) in &rows {
+                let mut values = key.split(KEY_SEPARATOR);
+                let labels = format!(
+                    "model_name=\"{}\",target_model_name=\"{}\"",
+                    escape(values.next().unwrap_or("")),
+                    escape(values.next().unwrap_or(""))
+                );
+                pair[i].render(out, name, &labels, TOKEN_BUCKETS, 1.0);
+            }
+        }
     }
 }
 
@@ -115,6 +198,7 @@ pub struct Telemetry {
     requests: CounterFamily,
     errors: CounterFamily,
     decisions: Histogram,
+    tokens: TokenFamily,
     fail_open: AtomicU64,
 }
 
@@ -124,6 +208,7 @@ impl Default for Telemetry {
             requests: CounterFamily::default(),
             errors: CounterFamily::default(),
             decisions: Histogram::new(DECISION_BUCKETS),
+            tokens: TokenFamily::default(),
             fail_open: AtomicU64::new(0),
         }
     }
@@ -140,6 +225,11 @@ impl Telemetry {
 
     pub fn decision_time(&self, started: Instant) {
         self.decisions.observe(DECISION_BUCKETS, started.elapsed());
+    }
+
+    /// Tokens of one answered request, from the model server's usage report.
+    pub fn tokens(&self, model: &str, target: &str, usage: Usage) {
+        self.tokens.observe(model, target, usage);
     }
 
     pub fn fail_open(&self) {
@@ -165,8 +255,11 @@ impl Telemetry {
         self.decisions.render(
             &mut out,
             "inference_extension_scheduler_e2e_duration_seconds",
+            "",
             DECISION_BUCKETS,
+            1e9,
         );
+        self.tokens.render(&mut out);
         let _ = writeln!(
             out,
             "# HELP switchyard_fail_open_total Decisions made with no fresh endpoint metrics.\n# TYPE switchyard_fail_open_total counter\nswitchyard_fail_open_total {}",
@@ -198,5 +291,37 @@ mod tests {
         assert!(page.contains("error_code=\"BadRequest\"} 1"));
         assert!(page.contains("inference_extension_scheduler_e2e_duration_seconds_count 1"));
         assert!(page.contains("inference_pool_ready_pods{name=\"p\"} 0"));
+        assert!(!page.contains("inference_objective_input_tokens_sum{"));
+        t.tokens(
+            "m",
+            "t",
+            Usage {
+                input_tokens: 300,
+                output_tokens: 4,
+            },
+        );
+        t.tokens(
+            "m",
+            "t",
+            Usage {
+                input_tokens: 20,
+                output_tokens: 6,
+            },
+        );
+        let page = t.render(&snap, Instant::now(), Duration::from_secs(2));
+        let labels = "model_name=\"m\",target_model_name=\"t\"";
+        for line in [
+            format!("inference_objective_input_tokens_sum{{{labels}}} 320"),
+            format!("inference_objective_input_tokens_count{{{labels}}} 2"),
+            format!("inference_objective_input_tokens_bucket{{{labels},le=\"32\"}} 1"),
+            format!("inference_objective_input_tokens_bucket{{{labels},le=\"512\"}} 2"),
+            format!("inference_objective_output_tokens_sum{{{labels}}} 10"),
+            format!("inference_objective_output_tokens_bucket{{{labels},le=\"8\"}} 2"),
+        ] {
+            assert!(
+                page.lines().any(|l| l == line),
+                "missing {line:?} in:\n{page}"
+            );
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{ALL_MODES, StackBuilder};
+use support::{ALL_MODES, Mode, StackBuilder};
 
 fn big_completion(model: &str, prompt_bytes: usize) -> String {
     // Varied text so that chunk boundaries never line up with a repeating pattern.
@@ -108,5 +108,50 @@ async fn sse_streaming_passes_through() {
             events[50]
         );
         assert!(events[0].contains("tok0 "));
+    }
+}
+
+/// The value of the series `name{labels}` on Switchyard's /metrics page.
+fn series_value(page: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_in_and_out_are_counted_from_the_pods_usage_reports() {
+    let labels = r#"model_name="base",target_model_name="base""#;
+    for mode in ALL_MODES {
+        let stack = StackBuilder::new(1, mode).start().await;
+        // A JSON completion, then a streamed one whose last chunk carries the usage.
+        let plain = r#"{"model":"base","prompt":"count my tokens please","max_tokens":7}"#;
+        let r = stack.post("/v1/completions", plain.to_string()).await;
+        assert_eq!(r.status, 200, "{mode:?}: {}", r.text());
+        let streamed = r#"{"model":"base","prompt":"and these","max_tokens":5,"stream":true,"stream_options":{"include_usage":true}}"#;
+        let r = stack.post("/v1/completions", streamed.to_string()).await;
+        assert_eq!(r.status, 200, "{mode:?}: {}", r.text());
+        assert!(
+            r.text().contains("\"usage\""),
+            "{mode:?}: the pod reported usage"
+        );
+
+        let page = stack.switchyard.metrics_page().await.expect("metrics");
+        let count = series_value(&page, "inference_objective_output_tokens_count", labels);
+        let output = series_value(&page, "inference_objective_output_tokens_sum", labels);
+        let input = series_value(&page, "inference_objective_input_tokens_sum", labels);
+        match mode {
+            // Only the reference wiring sends response bodies to the picker.
+            Mode::FullDuplex => {
+                assert_eq!(count, Some(2.0), "{page}");
+                assert_eq!(output, Some(12.0), "7 + 5 completion tokens");
+                // The stub counts a token per 4 body bytes of what it received.
+                let want = (plain.len() / 4 + streamed.len() / 4) as f64;
+                assert_eq!(input, Some(want));
+            }
+            Mode::RequestOnly | Mode::Buffered => {
+                assert_eq!(count, None, "{mode:?}: no response reaches the picker");
+            }
+        }
     }
 }

@@ -10,6 +10,8 @@
 mod api;
 mod body;
 pub mod tokens;
+mod usage;
 
 pub use api::ApiKind;
 pub use body::{ParseError, ParsedRequest, parse_request, rewrite_model};
+pub use usage::{Usage, UsageScanner};
