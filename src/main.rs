@@ -30,20 +30,17 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
-    let runtime = match config.worker_threads {
-        // One thread: the current-thread scheduler runs ready tasks in FIFO order, so the HTTP/2
-        // connection task flushes the replies of many ext_proc streams in one write.
-        Some(1) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build()?,
-        None => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?,
+    // One thread: the current-thread scheduler runs ready tasks in FIFO order, so the HTTP/2
+    // connection task flushes the replies of many ext_proc streams in one write.
+    let mut builder = if config.worker_threads == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
     };
+    if let Some(n) = config.worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {
         tracing::info!(
             pool = %config.pool_name,

@@ -3,7 +3,7 @@
 //! request-only wiring does not, and then nothing is counted).
 
 use switchyard_extproc::proto::ProcessingRequest;
-use switchyard_extproc::proto::processing_request::Request;
+use switchyard_extproc::response_chunk;
 use switchyard_openai::{Usage, UsageScanner};
 
 /// The usage of one routed request, read from its response.
@@ -30,14 +30,8 @@ impl ResponseUsage {
         if self.ended {
             return None;
         }
-        let end = match &msg.request {
-            Some(Request::ResponseBody(body)) => {
-                self.scanner.feed(&body.body, body.end_of_stream);
-                body.end_of_stream
-            }
-            Some(Request::ResponseTrailers(_)) => true,
-            _ => false,
-        };
+        let (bytes, end) = response_chunk(msg)?;
+        self.scanner.feed(bytes, end);
         if end {
             self.ended = true;
             return self.scanner.usage();
@@ -49,6 +43,7 @@ impl ResponseUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_extproc::proto::processing_request::Request;
     use switchyard_extproc::proto::{HttpBody, HttpTrailers};
 
     fn body(bytes: &[u8], end_of_stream: bool) -> ProcessingRequest {

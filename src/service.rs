@@ -121,12 +121,12 @@ impl StreamState {
                     Err(r) => {
                         tracing::info!(status = r.status, code = r.code, message = %r.message, "request refused");
                     }
+                    // The notes' names move into the token accounting: no copy per request.
                     Ok(_) => {
-                        if let Some(model) = &notes.model {
-                            let target =
-                                notes.target_model.clone().unwrap_or_else(|| model.clone());
-                            self.usage = Some(ResponseUsage::new(model.clone(), target));
-                        }
+                        self.usage = notes.model.map(|model| {
+                            let target = notes.target_model.unwrap_or_else(|| model.clone());
+                            ResponseUsage::new(model, target)
+                        });
                     }
                 }
                 match self.machine.decided(outcome) {

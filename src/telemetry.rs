@@ -83,107 +83,66 @@ impl Histogram {
     }
 }
 
-/// Input and output token histograms per (model, target model).
-#[derive(Debug, Default)]
-struct TokenFamily {
-    series: RwLock<HashMap<String, [Histogram; 2]>>,
-}
-
-impl TokenFamily {
-    fn observe(&self, model: &str, target: &str, usage: Usage) {
-        let key = [model, target].join(&KEY_SEPARATOR.to_string());
-        let record = |pair: &[Histogram; 2]| {
-            for (h, tokens) in pair.iter().zip([usage.input_tokens, usage.output_tokens]) {
-                h.observe_value(TOKEN_BUCKETS, tokens as f64, tokens);
-            }
-        };
-        let found = self
-            .series
-            .read()
-            .ok()
-            .and_then(|map| map.get(&key).map(record));
-        if found.is_none()
-            && let Ok(mut map) = self.series.write()
-        {
-            let new = || [Histogram::new(TOKEN_BUCKETS), Histogram::new(TOKEN_BUCKETS)];
-            record(map.entry(key).or_insert_with(new));
-        }
-    }
-
-    fn render(&self, out: &mut String) {
-        let Ok(map) = self.series.read() else { return };
-        let mut rows: Vec<_> = map.iter().collect();
-        rows.sort_by(|a, b| a.0.cmp(b.0));
-        for (i, (name, help)) in [
-            (
-                "inference_objective_input_tokens",
-                "Input (prompt) tokens per request, as the model server reported them.",
-            ),
-            (
-                "inference_objective_output_tokens",
-                "Output (completion) tokens per request, as the model server reported them.",
-            ),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            for (key, pair) in &rows {
-                let mut values = key.split(KEY_SEPARATOR);
-                let labels = format!(
-                    "model_name=\"{}\",target_model_name=\"{}\"",
-                    escape(values.next().unwrap_or("")),
-                    escape(values.next().unwrap_or(""))
-                );
-                pair[i].render(out, name, &labels, TOKEN_BUCKETS, 1.0);
-            }
-        }
-    }
-}
-
 /// Separates label values inside one map key (never valid in a model name).
-const KEY_SEPARATOR: char = '\u{1f}';
+const KEY_SEPARATOR: &str = "\u{1f}";
 
-/// A counter family keyed by label values.
-#[derive(Debug, Default)]
-struct CounterFamily {
-    series: RwLock<HashMap<String, AtomicU64>>,
+/// The series of one metric family, keyed by label values: a series is created (write lock) the
+/// first time its label set appears and found under a read lock after that.
+#[derive(Debug)]
+struct Family<T> {
+    series: RwLock<HashMap<String, T>>,
+    new_series: fn() -> T,
 }
 
-impl CounterFamily {
-    fn inc(&self, labels: &[&str]) {
-        let key = labels.join(&KEY_SEPARATOR.to_string());
+impl<T> Family<T> {
+    fn new(new_series: fn() -> T) -> Self {
+        Self {
+            series: RwLock::default(),
+            new_series,
+        }
+    }
+
+    /// Runs `update` on the series of `labels`, creating it when new.
+    fn update(&self, labels: &[&str], update: impl Fn(&T)) {
+        let key = labels.join(KEY_SEPARATOR);
         let found = self
             .series
             .read()
             .ok()
-            .and_then(|map| map.get(&key).map(|c| c.fetch_add(1, Ordering::Relaxed)));
+            .and_then(|map| map.get(&key).map(&update));
         if found.is_none()
             && let Ok(mut map) = self.series.write()
         {
-            map.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
+            update(map.entry(key).or_insert_with(self.new_series));
         }
     }
 
-    fn render(&self, out: &mut String, name: &str, keys: &[&str]) {
+    /// Calls `render` per series, sorted, with its labels as `name="value",...` text.
+    fn each(&self, names: &[&str], mut render: impl FnMut(&str, &T)) {
         let Ok(map) = self.series.read() else { return };
         let mut rows: Vec<_> = map.iter().collect();
         rows.sort_by(|a, b| a.0.cmp(b.0));
-        for (key, count) in rows {
-            let labels: Vec<String> = keys
+        for (key, series) in rows {
+            let labels: Vec<String> = names
                 .iter()
                 .zip(key.split(KEY_SEPARATOR))
                 .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
                 .collect();
-            let _ = writeln!(
-                out,
-                "{name}{{{}}} {}",
-                labels.join(","),
-                count.load(Ordering::Relaxed)
-            );
+            render(&labels.join(","), series);
         }
     }
 }
+
+fn counter_family() -> Family<AtomicU64> {
+    Family::new(AtomicU64::default)
+}
+
+/// Input and output token histograms of one (model, target model).
+fn token_family() -> Family<[Histogram; 2]> {
+    Family::new(|| [Histogram::new(TOKEN_BUCKETS), Histogram::new(TOKEN_BUCKETS)])
+}
+
+const MODEL_LABELS: &[&str] = &["model_name", "target_model_name"];
 
 /// Escapes a Prometheus label value.
 pub(crate) fn escape(v: &str) -> String {
@@ -192,23 +151,27 @@ pub(crate) fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+fn increment(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 /// All of Switchyard's own metrics.
 #[derive(Debug)]
 pub struct Telemetry {
-    requests: CounterFamily,
-    errors: CounterFamily,
+    requests: Family<AtomicU64>,
+    errors: Family<AtomicU64>,
     decisions: Histogram,
-    tokens: TokenFamily,
+    tokens: Family<[Histogram; 2]>,
     fail_open: AtomicU64,
 }
 
 impl Default for Telemetry {
     fn default() -> Self {
         Self {
-            requests: CounterFamily::default(),
-            errors: CounterFamily::default(),
+            requests: counter_family(),
+            errors: counter_family(),
             decisions: Histogram::new(DECISION_BUCKETS),
-            tokens: TokenFamily::default(),
+            tokens: token_family(),
             fail_open: AtomicU64::new(0),
         }
     }
@@ -216,11 +179,11 @@ impl Default for Telemetry {
 
 impl Telemetry {
     pub fn request(&self, model: &str, target: &str) {
-        self.requests.inc(&[model, target]);
+        self.requests.update(&[model, target], increment);
     }
 
     pub fn error(&self, model: &str, target: &str, code: &str) {
-        self.errors.inc(&[model, target, code]);
+        self.errors.update(&[model, target, code], increment);
     }
 
     pub fn decision_time(&self, started: Instant) {
@@ -229,7 +192,11 @@ impl Telemetry {
 
     /// Tokens of one answered request, from the model server's usage report.
     pub fn tokens(&self, model: &str, target: &str, usage: Usage) {
-        self.tokens.observe(model, target, usage);
+        self.tokens.update(&[model, target], |pair| {
+            for (h, tokens) in pair.iter().zip([usage.input_tokens, usage.output_tokens]) {
+                h.observe_value(TOKEN_BUCKETS, tokens as f64, tokens);
+            }
+        });
     }
 
     pub fn fail_open(&self) {
@@ -239,18 +206,26 @@ impl Telemetry {
     /// The Prometheus text page, pool gauges included.
     pub fn render(&self, snapshot: &PoolSnapshot, now: Instant, staleness: Duration) -> String {
         let mut out = String::with_capacity(4096);
-        out.push_str("# HELP inference_objective_request_total Requests routed, per requested and target model.\n# TYPE inference_objective_request_total counter\n");
-        self.requests.render(
-            &mut out,
-            "inference_objective_request_total",
-            &["model_name", "target_model_name"],
-        );
-        out.push_str("# HELP inference_objective_request_error_total Requests refused, per error code.\n# TYPE inference_objective_request_error_total counter\n");
-        self.errors.render(
-            &mut out,
-            "inference_objective_request_error_total",
-            &["model_name", "target_model_name", "error_code"],
-        );
+        let counters = [
+            (
+                "inference_objective_request_total",
+                "Requests routed, per requested and target model.",
+                &self.requests,
+                MODEL_LABELS,
+            ),
+            (
+                "inference_objective_request_error_total",
+                "Requests refused, per error code.",
+                &self.errors,
+                &["model_name", "target_model_name", "error_code"][..],
+            ),
+        ];
+        for (name, help, family, labels) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            family.each(labels, |labels, count| {
+                let _ = writeln!(out, "{name}{{{labels}}} {}", count.load(Ordering::Relaxed));
+            });
+        }
         out.push_str("# HELP inference_extension_scheduler_e2e_duration_seconds Time to parse a request and pick its endpoint.\n# TYPE inference_extension_scheduler_e2e_duration_seconds histogram\n");
         self.decisions.render(
             &mut out,
@@ -259,7 +234,22 @@ impl Telemetry {
             DECISION_BUCKETS,
             1e9,
         );
-        self.tokens.render(&mut out);
+        let token_histograms = [
+            (
+                "inference_objective_input_tokens",
+                "Input (prompt) tokens per request, as the model server reported them.",
+            ),
+            (
+                "inference_objective_output_tokens",
+                "Output (completion) tokens per request, as the model server reported them.",
+            ),
+        ];
+        for (i, (name, help)) in token_histograms.into_iter().enumerate() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            self.tokens.each(MODEL_LABELS, |labels, pair| {
+                pair[i].render(&mut out, name, labels, TOKEN_BUCKETS, 1.0);
+            });
+        }
         let _ = writeln!(
             out,
             "# HELP switchyard_fail_open_total Decisions made with no fresh endpoint metrics.\n# TYPE switchyard_fail_open_total counter\nswitchyard_fail_open_total {}",

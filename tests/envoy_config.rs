@@ -2,24 +2,10 @@
 
 use std::process::Command;
 
-use switchyard_testkit::envoy_binary;
+use switchyard_testkit::{envoy_binary, validate_envoy_config};
 
 fn validate(path: &str) -> (bool, String) {
-    let out = Command::new(envoy_binary().expect("envoy installed"))
-        .args([
-            "--mode",
-            "validate",
-            "--disable-hot-restart",
-            "-l",
-            "error",
-            "-c",
-            path,
-        ])
-        .output()
-        .expect("envoy runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    validate_envoy_config(std::path::Path::new(path)).expect("envoy runs")
 }
 
 #[test]

@@ -56,6 +56,12 @@ fn series<'a>(page: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
     })
 }
 
+/// (running, waiting) adapter lists of a LoRA info line (vLLM's and Switchyard's share labels).
+fn lora_lists(line: &str) -> (String, String) {
+    let get = |k| label(line, k).unwrap_or_default().to_string();
+    (get("running_lora_adapters"), get("waiting_lora_adapters"))
+}
+
 /// What one pod reports: from vLLM directly or from Switchyard's view of it.
 #[derive(Debug, Clone, PartialEq)]
 struct Load {
@@ -72,10 +78,7 @@ impl Load {
         // vLLM keeps old lora_requests_info series; the newest (largest timestamp) is current.
         let lora = series(page, "vllm:lora_requests_info")
             .max_by(|a, b| value(a).total_cmp(&value(b)))
-            .map(|l| {
-                let get = |k| label(l, k).unwrap_or_default().to_string();
-                (get("running_lora_adapters"), get("waiting_lora_adapters"))
-            });
+            .map(lora_lists);
         Self {
             running: one("vllm:num_requests_running"),
             waiting: one("vllm:num_requests_waiting"),
@@ -89,10 +92,7 @@ impl Load {
             series(page, name).find(|l| label(l, "model_server_pod") == Some(pod))
         };
         let one = |name| of_pod(name).map(value).unwrap_or(f64::NAN);
-        let lora = of_pod("switchyard_pod_lora_info").map(|l| {
-            let get = |k| label(l, k).unwrap_or_default().to_string();
-            (get("running_lora_adapters"), get("waiting_lora_adapters"))
-        });
+        let lora = of_pod("switchyard_pod_lora_info").map(lora_lists);
         Self {
             running: one("switchyard_pod_running_requests"),
             waiting: one("switchyard_pod_waiting_requests"),

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use switchyard_testkit::{EnvoyProcess, SwitchyardProcess};
+use switchyard_testkit::{EnvoyProcess, SwitchyardProcess, free_port};
 
 use crate::envoy_config;
 
@@ -110,15 +110,6 @@ fn peer_router_bin() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(bin)
-}
-
-/// A free loopback port for a child process that only takes a port number.
-fn free_port() -> anyhow::Result<u16> {
-    // The listener is dropped before the child binds: a small race, acceptable for a harness
-    // (the routers cannot be handed a bound socket).
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 async fn wait_http_ok(url: &str, child: &mut Child, log: &Path) -> anyhow::Result<()> {

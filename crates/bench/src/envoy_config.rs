@@ -10,20 +10,9 @@ pub fn static_cluster(pods: &[String], policy: &str) -> String {
             format!("              - endpoint: {{address: {{socket_address: {{address: {host}, port_value: {port}}}}}}}")
         })
         .collect();
+    let head = listener_head("gateway");
     format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 9901}}}}
-static_resources:
-  listeners:
-    - name: gateway
-      address: {{socket_address: {{address: 127.0.0.1, port_value: 8080}}}}
-      per_connection_buffer_limit_bytes: 33554432
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: gateway
+        r#"{head}
                 route_config:
                   virtual_hosts:
                     - name: pods
@@ -52,20 +41,9 @@ static_resources:
 /// An Envoy that answers `/metrics` with a vLLM page and everything else with a small completion.
 pub fn direct_response_backend(metrics_page: &str) -> String {
     let page = serde_json::to_string(metrics_page).unwrap_or_default();
+    let head = listener_head("backend");
     format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 9901}}}}
-static_resources:
-  listeners:
-    - name: gateway
-      address: {{socket_address: {{address: 127.0.0.1, port_value: 8080}}}}
-      per_connection_buffer_limit_bytes: 33554432
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: backend
+        r#"{head}
                 route_config:
                   virtual_hosts:
                     - name: backend
@@ -80,4 +58,46 @@ static_resources:
                     typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
 "#
     )
+}
+
+/// Admin, and one HTTP listener on 8080 up to its route config (which the caller appends).
+fn listener_head(stat_prefix: &str) -> String {
+    format!(
+        r#"admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 9901}}}}
+static_resources:
+  listeners:
+    - name: gateway
+      address: {{socket_address: {{address: 127.0.0.1, port_value: 8080}}}}
+      per_connection_buffer_limit_bytes: 33554432
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: {stat_prefix}"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_configs_validate_with_the_real_envoy() {
+        let dir = switchyard_testkit::scratch_dir("bench-envoy-config").unwrap();
+        let pods = ["127.0.0.1:8001".to_string(), "127.0.0.1:8002".to_string()];
+        for (name, yaml) in [
+            ("static.yaml", static_cluster(&pods, "LEAST_REQUEST")),
+            (
+                "backend.yaml",
+                direct_response_backend("vllm:num_requests_running 0\n"),
+            ),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, yaml).unwrap();
+            let (ok, text) = switchyard_testkit::validate_envoy_config(&path).unwrap();
+            assert!(ok, "{name}: {text}");
+        }
+    }
 }

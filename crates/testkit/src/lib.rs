@@ -9,7 +9,7 @@ pub mod process;
 pub mod stub;
 pub mod vllm;
 
-pub use envoy::{EnvoyProcess, envoy_binary};
-pub use process::{SwitchyardProcess, scratch_dir};
+pub use envoy::{EnvoyProcess, envoy_binary, validate_envoy_config};
+pub use process::{SwitchyardProcess, free_port, scratch_dir};
 pub use stub::{Received, StubMetrics, StubServer};
 pub use vllm::{TinyModel, VllmOptions, VllmProcess, vllm_python};

@@ -25,6 +25,14 @@ pub fn scratch_dir(label: &str) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// A free loopback port for a child process that only takes a port number. The listener is
+/// dropped before the child binds: a small race, acceptable for tests and the harness.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// A running Switchyard; killed when dropped.
 #[derive(Debug)]
 pub struct SwitchyardProcess {

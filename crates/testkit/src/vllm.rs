@@ -5,12 +5,13 @@
 //! vLLM starts an engine-core child of its own, so the server runs in its own process group and
 //! the whole group is stopped on drop.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use crate::free_port;
 
 /// The python of the vLLM venv: `$SWITCHYARD_VLLM_PYTHON`, else the installer's default.
 pub fn vllm_python() -> anyhow::Result<PathBuf> {
@@ -106,10 +107,6 @@ impl Drop for VllmProcess {
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl VllmProcess {

@@ -62,6 +62,12 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// A family with one sample: its HELP/TYPE header and `name{labels} value`.
+fn sample(out: &mut String, name: &str, kind: &str, help: &str, labels: &str, value: &str) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name}{{{labels}}} {value}");
+}
+
 fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram, model: &str) {
     header(out, name, "histogram", help);
     let mut cumulative = 0;
@@ -105,102 +111,87 @@ pub fn render(
     let cfg = engine.config();
     if flavor == MetricsFlavor::Sglang {
         let labels = format!("model_name=\"{model}\"");
-        header(
-            &mut out,
-            "sglang:num_running_reqs",
-            "gauge",
-            "The number of running requests.",
-        );
-        let _ = writeln!(
-            out,
-            "sglang:num_running_reqs{{{labels}}} {}",
-            num(engine.num_running() as f64)
-        );
-        header(
-            &mut out,
-            "sglang:num_queue_reqs",
-            "gauge",
-            "The number of requests in the waiting queue.",
-        );
-        let _ = writeln!(
-            out,
-            "sglang:num_queue_reqs{{{labels}}} {}",
-            num(engine.num_waiting() as f64)
-        );
-        header(&mut out, "sglang:token_usage", "gauge", "The token usage.");
-        let _ = writeln!(out, "sglang:token_usage{{{labels}}} {}", engine.kv_usage());
-        header(
-            &mut out,
-            "sglang:cache_config_info",
-            "gauge",
-            "Cache configuration.",
-        );
-        let _ = writeln!(
-            out,
-            "sglang:cache_config_info{{{labels},num_pages=\"{}\",page_size=\"{}\"}} 1.0",
+        let cache = format!(
+            "{labels},num_pages=\"{}\",page_size=\"{}\"",
             cfg.num_gpu_blocks, cfg.block_size
         );
-        header(
-            &mut out,
-            "sglang:prompt_tokens_total",
-            "counter",
-            "Number of prefill tokens processed.",
-        );
-        let _ = writeln!(
-            out,
-            "sglang:prompt_tokens_total{{{labels}}} {}",
-            num(engine.stats.prompt_tokens as f64)
-        );
-        header(
-            &mut out,
-            "sglang:generation_tokens_total",
-            "counter",
-            "Number of generation tokens processed.",
-        );
-        let _ = writeln!(
-            out,
-            "sglang:generation_tokens_total{{{labels}}} {}",
-            num(engine.stats.generation_tokens as f64)
-        );
+        let families = [
+            (
+                "sglang:num_running_reqs",
+                "gauge",
+                "The number of running requests.",
+                &labels,
+                num(engine.num_running() as f64),
+            ),
+            (
+                "sglang:num_queue_reqs",
+                "gauge",
+                "The number of requests in the waiting queue.",
+                &labels,
+                num(engine.num_waiting() as f64),
+            ),
+            (
+                "sglang:token_usage",
+                "gauge",
+                "The token usage.",
+                &labels,
+                engine.kv_usage().to_string(),
+            ),
+            (
+                "sglang:cache_config_info",
+                "gauge",
+                "Cache configuration.",
+                &cache,
+                "1.0".to_string(),
+            ),
+            (
+                "sglang:prompt_tokens_total",
+                "counter",
+                "Number of prefill tokens processed.",
+                &labels,
+                num(engine.stats.prompt_tokens as f64),
+            ),
+            (
+                "sglang:generation_tokens_total",
+                "counter",
+                "Number of generation tokens processed.",
+                &labels,
+                num(engine.stats.generation_tokens as f64),
+            ),
+        ];
+        for (name, kind, help, labels, value) in families {
+            sample(&mut out, name, kind, help, labels, &value);
+        }
         return out;
     }
 
     let l = format!("engine=\"0\",model_name=\"{model}\"");
     let s = &engine.stats;
-    header(
-        &mut out,
-        "vllm:num_requests_running",
-        "gauge",
-        "Number of requests in model execution batches.",
-    );
-    let _ = writeln!(
-        out,
-        "vllm:num_requests_running{{{l}}} {}",
-        num(engine.num_running() as f64)
-    );
-    header(
-        &mut out,
-        "vllm:num_requests_waiting",
-        "gauge",
-        "Number of requests waiting to be processed.",
-    );
-    let _ = writeln!(
-        out,
-        "vllm:num_requests_waiting{{{l}}} {}",
-        num(engine.num_waiting() as f64)
-    );
     let kv_name = match flavor {
         MetricsFlavor::VllmLegacy => "vllm:gpu_cache_usage_perc",
         _ => "vllm:kv_cache_usage_perc",
     };
-    header(
-        &mut out,
-        kv_name,
-        "gauge",
-        "KV-cache usage. 1 means 100 percent usage.",
-    );
-    let _ = writeln!(out, "{kv_name}{{{l}}} {}", num(engine.kv_usage()));
-    for (name, help, v) in [
+    let gauges = [
+        (
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches.",
+            engine.num_running() as f64,
+        ),
+        (
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed.",
+            engine.num_waiting() as f64,
+        ),
+        (
+            kv_name,
+            "KV-cache usage. 1 means 100 percent usage.",
+            engine.kv_usage(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        sample(&mut out, name, "gauge", help, &l, &num(value));
+    }
+    let counters = [
         (
             "vllm:prefix_cache_queries",
             "Prefix cache queries, in terms of number of queried tokens.",
@@ -226,9 +217,16 @@ pub fn render(
             "Number of generation tokens processed.",
             s.generation_tokens,
         ),
-    ] {
-        header(&mut out, &format!("{name}_total"), "counter", help);
-        let _ = writeln!(out, "{name}_total{{{l}}} {}", num(v as f64));
+    ];
+    for (name, help, value) in counters {
+        sample(
+            &mut out,
+            &format!("{name}_total"),
+            "counter",
+            help,
+            &l,
+            &num(value as f64),
+        );
     }
     header(
         &mut out,
